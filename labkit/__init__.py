@@ -1,0 +1,21 @@
+"""labkit: the helper package of Last Mile Lab.
+
+Importing it sets ``TF_USE_LEGACY_KERAS=1`` before TensorFlow can be imported:
+alibi-detect 0.13 saves and loads its Keras detectors only in legacy mode.
+"""
+
+import os
+import sys
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+if "tensorflow" in sys.modules and not os.environ.get("LABKIT_QUIET"):
+    print(
+        "labkit: TensorFlow was imported before labkit; restart the kernel and import labkit "
+        "first, or Keras detectors may fail to save or load.",
+        file=sys.stderr,
+    )
+
+from labkit.checks import Feedback, check  # noqa: E402
+
+__all__ = ["Feedback", "check"]
+__version__ = "0.1.0"

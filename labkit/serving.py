@@ -1,0 +1,366 @@
+"""Start, watch and stop MLServer processes from a notebook.
+
+Each server runs under a small supervisor process (``python -m labkit.serving``)
+that the notebook's kernel owns. MLServer's workers ignore SIGTERM and are
+orphaned when their main process is killed, so the supervisor ends MLServer's
+whole process group as soon as its owner goes away: on ``stop()``, when the
+kernel exits, and when the kernel is killed outright (its end of the
+supervisor's stdin pipe closes, or the supervisor is re-parented).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from pathlib import Path
+
+HOST = "127.0.0.1"
+LOG_NAME = "server.log"
+_RUNNING: "weakref.WeakSet[Server]" = weakref.WeakSet()
+# Settings that the lab tooling owns; a student's settings.json may set anything else.
+_MANAGED = ("host", "http_port", "grpc_port", "metrics_port", "metrics_dir", "model_repository_root")
+
+
+class ServerError(RuntimeError):
+    """MLServer could not be started, or stopped serving."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def model_names(repository: str | os.PathLike) -> list[str]:
+    """Names of the models in a repository, as MLServer will name them."""
+    names = []
+    for path in sorted(Path(repository).glob("**/model-settings.json")):
+        try:
+            declared = json.loads(path.read_text()).get("name")
+        except (OSError, ValueError) as e:
+            raise ServerError(f"{path} is not valid JSON: {e}") from None
+        names.append(declared or path.parent.name)
+    return names
+
+
+class Server:
+    """An MLServer serving a model repository on free ports of 127.0.0.1.
+
+    >>> with Server("work/models") as server:          # doctest: +SKIP
+    ...     print(server.url, server.grpc_target)
+
+    or ``server = Server(...).start()`` and later ``server.stop()``.
+    ``settings`` overrides entries of MLServer's ``settings.json`` (for example
+    ``{"parallel_workers": 2}``); the repository folder itself is never written to.
+    """
+
+    def __init__(
+        self,
+        repository: str | os.PathLike,
+        *,
+        settings: dict | None = None,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        timeout: float = 60,
+        env: dict | None = None,
+    ):
+        self.repository = Path(repository).resolve()
+        self.settings = dict(settings or {})
+        bad = sorted(set(self.settings) & set(_MANAGED))
+        if bad:
+            raise ValueError(f"labkit sets {', '.join(bad)} itself; pass ports as arguments instead")
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.metrics_port = metrics_port
+        self.timeout = timeout
+        self.env = dict(env or {})
+        self.workdir: Path | None = None
+        self._supervisor: subprocess.Popen | None = None
+
+    # -- addresses ---------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{HOST}:{self.metrics_port}/metrics"
+
+    @property
+    def models(self) -> list[str]:
+        return model_names(self.repository)
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of MLServer's main process (also its process group id)."""
+        if self.workdir and (self.workdir / "mlserver.pid").exists():
+            return int((self.workdir / "mlserver.pid").read_text())
+        return None
+
+    @property
+    def running(self) -> bool:
+        return self._supervisor is not None and self._supervisor.poll() is None
+
+    # -- life cycle --------------------------------------------------------
+    def start(self) -> "Server":
+        if self.running:
+            return self
+        if not self.repository.is_dir():
+            raise ServerError(f"model repository {self.repository} is not a folder")
+        names = self.models  # fails early on a broken model-settings.json
+        self._choose_ports()
+        self.workdir = Path(tempfile.mkdtemp(prefix="labkit-mlserver-"))
+        self._write_serving_folder()
+        log = open(self.workdir / LOG_NAME, "ab")
+        self._supervisor = subprocess.Popen(
+            [sys.executable, "-m", "labkit.serving", str(self.workdir)],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._server_env(),
+            cwd=self.workdir,
+            # Out of the kernel's process group: an interrupt (SIGINT to the
+            # group) must not stop the server, and a kill of the group must
+            # leave the supervisor alive to clean up.
+            start_new_session=True,
+        )
+        log.close()
+        _RUNNING.add(self)
+        try:
+            self._wait_ready(names)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stop the server and all its workers (typically within 2 s)."""
+        sup = self._supervisor
+        if sup is None:
+            return
+        if sup.poll() is None:
+            try:
+                sup.stdin.close()  # the supervisor's signal to shut down
+            except OSError:
+                pass
+            try:
+                sup.wait(timeout)
+            except subprocess.TimeoutExpired:
+                # The supervisor itself is stuck: end everything by force.
+                pid = self.pid
+                if pid:
+                    _kill_group(pid, signal.SIGKILL)
+                sup.kill()
+                sup.wait()
+        else:
+            # Supervisor gone already; make sure nothing it started survives.
+            pid = self.pid
+            if pid:
+                _kill_group(pid, signal.SIGKILL)
+        _RUNNING.discard(self)
+        self._supervisor = None
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove the server's temporary folder (settings, log, metrics)."""
+        if self.workdir and not self.running:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def logs(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the server's log."""
+        if not self.workdir:
+            return ""
+        try:
+            text = (self.workdir / LOG_NAME).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Server {state} {self.url} grpc={self.grpc_target} repository={self.repository}>"
+
+    def _repr_html_(self) -> str:
+        state = "running" if self.running else "stopped"
+        models = ", ".join(self.models) or "no models"
+        return (
+            f"<b>MLServer</b> ({state}): REST <code>{self.url}</code>, gRPC "
+            f"<code>{self.grpc_target}</code>, metrics <code>{self.metrics_url}</code>; "
+            f"models: {models}"
+        )
+
+    # -- internals ---------------------------------------------------------
+    def _choose_ports(self) -> None:
+        chosen: set[int] = set()
+        for attr in ("http_port", "grpc_port", "metrics_port"):
+            port = getattr(self, attr)
+            if port is None:
+                port = free_port()
+                while port in chosen:
+                    port = free_port()
+            elif not port_is_free(port):
+                raise ServerError(
+                    f"port {port} ({attr}) on {HOST} is already in use; "
+                    "stop whatever uses it or leave the port out to get a free one"
+                )
+            chosen.add(port)
+            setattr(self, attr, port)
+
+    def _write_serving_folder(self) -> None:
+        """Link the repository's entries into the work folder next to our settings.
+
+        ``mlserver start FOLDER`` reads FOLDER/settings.json and serves FOLDER,
+        and settings.json beats MLSERVER_* variables, so the student's folder
+        is mirrored by symbolic links instead of being written to.
+        """
+        settings = {}
+        student_settings = self.repository / "settings.json"
+        if student_settings.exists():
+            try:
+                settings = json.loads(student_settings.read_text())
+            except ValueError as e:
+                raise ServerError(f"{student_settings} is not valid JSON: {e}") from None
+        settings.update(self.settings)
+        metrics_dir = self.workdir / "metrics"
+        metrics_dir.mkdir()
+        settings.update(
+            host=HOST,
+            http_port=self.http_port,
+            grpc_port=self.grpc_port,
+            metrics_port=self.metrics_port,
+            metrics_dir=str(metrics_dir),
+        )
+        serve = self.workdir / "repository"
+        serve.mkdir()
+        for entry in self.repository.iterdir():
+            if entry.name != "settings.json":
+                (serve / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+        (serve / "settings.json").write_text(json.dumps(settings, indent=2))
+
+    def _server_env(self) -> dict:
+        env = dict(os.environ)
+        env.update(self.env)
+        env["TF_USE_LEGACY_KERAS"] = "1"
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ in the student's folders
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("MPLBACKEND", None)  # the kernel's inline backend does not exist out there
+        return env
+
+    def _wait_ready(self, names: list[str]) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.timeout
+        pending = ["/v2/health/ready"] + [f"/v2/models/{n}/ready" for n in names]
+        with httpx.Client(base_url=self.url, timeout=2, trust_env=False) as http:
+            while pending:
+                if self._supervisor.poll() is not None:
+                    raise ServerError(
+                        "MLServer stopped before it was ready (a model that fails to load "
+                        "shuts the server down). Last lines of its log:\n" + self.logs()
+                    )
+                if time.monotonic() > deadline:
+                    raise ServerError(
+                        f"MLServer was not ready after {self.timeout:g} s "
+                        f"(still waiting for {pending[0]}). Last lines of its log:\n" + self.logs()
+                    )
+                try:
+                    if http.get(pending[0]).status_code == 200:
+                        pending.pop(0)
+                        continue
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+
+
+def running_servers() -> list[Server]:
+    """The servers this kernel started and that still run."""
+    return [s for s in list(_RUNNING) if s.running]
+
+
+def stop_all() -> None:
+    for server in list(_RUNNING):
+        server.stop()
+
+
+atexit.register(stop_all)
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _supervise(workdir: Path) -> int:
+    """Run MLServer and end its whole process group when the owner goes away."""
+    owner = os.getppid()
+    mlserver = Path(sys.executable).with_name("mlserver")
+    command = [str(mlserver)] if mlserver.exists() else [sys.executable, "-m", "mlserver.cli.main"]
+    proc = subprocess.Popen(
+        command + ["start", str(workdir / "repository")],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own group, so the workers can be killed together
+    )
+    (workdir / "mlserver.pid").write_text(str(proc.pid))
+
+    def shutdown(*_):
+        raise SystemExit
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        while proc.poll() is None:
+            ready, _, _ = select.select([sys.stdin], [], [], 0.5)
+            if ready and not sys.stdin.buffer.read1(1024):
+                break  # owner closed the pipe: stop() or the owner died
+            if os.getppid() != owner:
+                break  # owner died and we were re-parented
+    except SystemExit:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # graceful: MLServer reaps its workers
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                pass
+        _kill_group(proc.pid, signal.SIGKILL)  # workers ignore SIGTERM
+        proc.wait()
+    print(f"labkit: MLServer exited with code {proc.returncode}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_supervise(Path(sys.argv[1])))
