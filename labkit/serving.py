@@ -97,6 +97,7 @@ class Server:
         self.env = dict(env or {})
         self.workdir: Path | None = None
         self._supervisor: subprocess.Popen | None = None
+        self._final_log = ""
 
     # -- addresses ---------------------------------------------------------
     @property
@@ -159,13 +160,14 @@ class Server:
         return self
 
     def stop(self, timeout: float = 10) -> None:
-        """Stop the server and all its workers (typically within 2 s)."""
+        """Stop the server and all its workers (typically within 2 s); its log stays readable."""
         sup = self._supervisor
         if sup is None:
             return
         if sup.poll() is None:
             try:
-                sup.stdin.close()  # the supervisor's signal to shut down
+                sup.stdin.write(b"stop\n")  # an orderly stop: the supervisor leaves the log to us
+                sup.stdin.close()
             except OSError:
                 pass
             try:
@@ -184,27 +186,21 @@ class Server:
                 _kill_group(pid, signal.SIGKILL)
         _RUNNING.discard(self)
         self._supervisor = None
+        self._final_log = self.logs(1000)
+        shutil.rmtree(self.workdir, ignore_errors=True)  # settings, metrics and log of this run
 
     def __enter__(self) -> "Server":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-        self.cleanup()
-
-    def cleanup(self) -> None:
-        """Remove the server's temporary folder (settings, log, metrics)."""
-        if self.workdir and not self.running:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def logs(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's log."""
-        if not self.workdir:
-            return ""
         try:
             text = (self.workdir / LOG_NAME).read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        except (FileNotFoundError, TypeError):
+            text = self._final_log  # the run is over and its folder removed
         return "\n".join(text.splitlines()[-lines:])
 
     def __repr__(self) -> str:
@@ -340,15 +336,22 @@ def _supervise(workdir: Path) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    orphaned = False
     try:
         while proc.poll() is None:
             ready, _, _ = select.select([sys.stdin], [], [], 0.5)
-            if ready and not sys.stdin.buffer.read1(1024):
-                break  # owner closed the pipe: stop() or the owner died
+            if ready:
+                received = sys.stdin.buffer.read1(1024)
+                if received.startswith(b"stop"):
+                    break  # stop() was called
+                if not received:
+                    orphaned = True  # the owner died: its end of the pipe closed
+                    break
             if os.getppid() != owner:
-                break  # owner died and we were re-parented
+                orphaned = True  # the owner died and we were re-parented
+                break
     except SystemExit:
-        pass
+        orphaned = True
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # graceful: MLServer reaps its workers
@@ -359,6 +362,8 @@ def _supervise(workdir: Path) -> int:
         _kill_group(proc.pid, signal.SIGKILL)  # workers ignore SIGTERM
         proc.wait()
     print(f"labkit: MLServer exited with code {proc.returncode}", flush=True)
+    if orphaned:  # nobody is left to read the log or wipe the metrics
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -1,0 +1,146 @@
+"""Checks of lab 01, "Serve a model"."""
+
+import json
+
+import numpy as np
+from mlserver import types
+from mlserver.codecs import NumpyCodec
+from mlserver.settings import ModelSettings
+from pydantic import ValidationError
+
+from labkit.checks import Fail, register, safe_repr
+from labkit.data import load_breast_cancer
+
+SKLEARN_RUNTIME = "mlserver_sklearn.SKLearnModel"
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "the top level"
+    return f"{where}: {first.get('msg')}"
+
+
+def _json_roundtrip(value, what):
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as e:
+        raise Fail(f"{what} cannot be written as JSON ({e}); use plain lists, numbers and strings "
+                   "(numpy arrays have .tolist()).") from None
+
+
+@register(
+    "01.model_settings",
+    points=2,
+    title="model-settings.json for a scikit-learn model",
+    hint="Start from the settings written for the cancer model above and replace what depends on the arguments.",
+)
+def model_settings(answer, rng):
+    if not callable(answer):
+        raise Fail(f"make_model_settings should be a function, not {safe_repr(answer)}.")
+    for _ in range(6):
+        name = f"{rng.choice(['iris', 'churn', 'fraud', 'wine', 'credit'])}-{int(rng.integers(1, 99))}"
+        n_features = int(rng.integers(2, 60))
+        uri = f"./{rng.choice(['model', 'clf', 'pipeline'])}-{int(rng.integers(1, 9))}.joblib"
+        call = f"make_model_settings({name!r}, {n_features}, {uri!r})"
+        got = answer(name, n_features, uri)
+        if not isinstance(got, dict):
+            raise Fail(f"{call} returned {safe_repr(got)}; return a dict, the content of model-settings.json.")
+        settings = _json_roundtrip(got, f"The result of {call}")
+        try:
+            parsed = ModelSettings.model_validate(settings)
+        except ValidationError as e:
+            raise Fail(f"MLServer rejects the settings of {call}: {_first_error(e)}") from None
+        if parsed.name != name:
+            raise Fail(f"{call} names the model {parsed.name!r}; clients will call it {name!r}.")
+        if settings.get("implementation") != SKLEARN_RUNTIME:
+            raise Fail(f"The implementation should be MLServer's scikit-learn runtime, {SKLEARN_RUNTIME!r}.")
+        if parsed.parameters is None or parsed.parameters.uri != uri:
+            raise Fail(f"{call}: parameters.uri should be the artefact's path, {uri!r}.")
+        inputs = parsed.inputs or []
+        if len(inputs) != 1:
+            raise Fail(f"{call} declares {len(inputs)} inputs; declare one tensor that holds all the features.")
+        tensor = inputs[0]
+        if tensor.datatype != "FP64" or list(tensor.shape) != [-1, n_features]:
+            raise Fail(f"{call} declares the input as {tensor.datatype} with shape {tensor.shape}; a batch of "
+                       f"rows of {n_features} float64 features is FP64 with shape [-1, {n_features}].")
+        outputs = {o.name: o for o in parsed.outputs or []}
+        if "predict" not in outputs:
+            raise Fail(f"{call} should declare the runtime's default output, 'predict'.")
+        predict = outputs["predict"]
+        if predict.datatype != "INT64" or not predict.shape or predict.shape[0] != -1:
+            raise Fail(f"'predict' returns one INT64 class index per row: datatype INT64 and a first "
+                       f"dimension of -1 (got {predict.datatype}, {predict.shape}).")
+    return "MLServer accepts your settings for 6 hidden models, with the right inputs and outputs."
+
+
+@register(
+    "01.request",
+    points=2,
+    title="A V2 inference request by hand",
+    hint="One input: a name, shape [rows, columns], datatype FP64 and the values in row-major order (.ravel()).",
+)
+def request(answer, rng):
+    if not callable(answer):
+        raise Fail(f"make_request should be a function of a 2-D array of rows, not {safe_repr(answer)}.")
+    for n_rows in [1, *rng.integers(2, 12, size=4)]:
+        rows = rng.normal(0, 10, size=(int(n_rows), 30)).round(int(rng.integers(1, 6)))
+        got = answer(rows.copy())
+        call = f"make_request(<{rows.shape[0]}×{rows.shape[1]} array>)"
+        if not isinstance(got, dict):
+            raise Fail(f"{call} returned {safe_repr(got)}; return the request body as a dict.")
+        body = _json_roundtrip(got, f"The body from {call}")
+        try:
+            parsed = types.InferenceRequest.model_validate(body)
+        except ValidationError as e:
+            raise Fail(f"This is not a valid V2 inference request: {_first_error(e)}") from None
+        if len(parsed.inputs) != 1:
+            raise Fail(f"{call} has {len(parsed.inputs)} inputs; the scikit-learn runtime reads one tensor.")
+        tensor = parsed.inputs[0]
+        if tensor.datatype != "FP64":
+            raise Fail(f"The datatype is {tensor.datatype}; the rows are float64, which is FP64 in V2.")
+        if list(tensor.shape) != list(rows.shape):
+            raise Fail(f"For {rows.shape[0]} rows of 30 features the shape should be {list(rows.shape)}, "
+                       f"not {tensor.shape}.")
+        try:
+            decoded = NumpyCodec.decode_input(tensor)
+        except Exception as e:
+            raise Fail(f"MLServer cannot decode the data: {e}") from None
+        if not np.array_equal(decoded.reshape(rows.shape), rows):
+            raise Fail(f"The data of {call} does not decode to the rows sent: keep them in row-major order "
+                       "and do not round them.")
+    return "Valid V2 requests that decode to exactly the rows, for 5 hidden batches."
+
+
+@register(
+    "01.decode",
+    points=2,
+    title="Class names from a V2 response",
+    hint="Find the output named 'predict' (outputs can come in any order), then map each index to target_names.",
+)
+def decode(answer, rng):
+    if not callable(answer):
+        raise Fail(f"decode_classes should be a function of a response dict, not {safe_repr(answer)}.")
+    names = load_breast_cancer().target_names
+    for case in range(5):
+        n = int(rng.integers(1, 10))
+        classes = rng.integers(0, len(names), size=n)
+        proba = rng.dirichlet(np.ones(len(names)), size=n)
+        outputs = [
+            {"name": "predict", "shape": [n, 1], "datatype": "INT64", "data": classes.tolist()},
+            {"name": "predict_proba", "shape": [n, len(names)], "datatype": "FP64", "data": proba.ravel().tolist()},
+        ]
+        if case % 2:
+            outputs.reverse()
+        response = {"model_name": "cancer", "id": f"req-{int(rng.integers(1e6))}", "parameters": {},
+                    "outputs": outputs}
+        got = answer(json.loads(json.dumps(response)))
+        try:
+            got = [str(x) for x in got]
+        except TypeError:
+            raise Fail(f"decode_classes returned {safe_repr(got)}; return a list of class names.") from None
+        expected = [names[c] for c in classes]
+        if got != expected:
+            order = " (here 'predict' was not the first output)" if case % 2 else ""
+            raise Fail(f"For a response with {n} rows{order} you returned {safe_repr(got)}, "
+                       f"expected {len(expected)} names such as {expected[0]!r}.")
+    return "Right class names for 5 hidden responses, whatever the order of the outputs."

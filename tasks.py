@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""The course's two commands, for students, instructors and CI alike:
+
+    python3 tasks.py lab     set up (or update) .venv, then open JupyterLab on labs/
+    python3 tasks.py test    set up (or update) .venv, then run the whole test suite
+
+Both install with `pip install -c constraints.txt -e ".[dev]"`, so every install
+path gets the tested pins. Extra arguments go to JupyterLab or pytest.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".labkit-install"
+SUPPORTED = ((3, 10), (3, 12))
+
+
+def fail(message: str) -> None:
+    print(f"tasks.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def install_fingerprint() -> str:
+    digest = hashlib.sha256(sys.version.encode())
+    for name in ("pyproject.toml", "constraints.txt"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_environment() -> None:
+    """Create .venv and install the pinned stack, unless it is already up to date."""
+    low, high = SUPPORTED
+    if not low <= sys.version_info[:2] <= high:
+        fail(f"Last Mile Lab needs Python 3.10, 3.11 or 3.12, and this is {sys.version.split()[0]}. "
+             "Install one of them and run this command with it, for example `python3.11 tasks.py lab`.")
+    fingerprint = install_fingerprint()
+    if STAMP.exists() and STAMP.read_text() == fingerprint and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        print(f"Creating the environment in {VENV} ...", flush=True)
+        venv.create(VENV, with_pip=True)
+    print("Installing the course's packages (the first time takes a few minutes) ...", flush=True)
+    steps = [
+        [str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
+        [str(PYTHON), "-m", "pip", "install", "--quiet", "-c", "constraints.txt", "-e", ".[dev]"],
+    ]
+    for step in steps:
+        if subprocess.call(step, cwd=ROOT) != 0:
+            fail("installing the packages failed (see pip's message above). Check your network, "
+                 "then run the command again; it resumes where it stopped.")
+    STAMP.write_text(fingerprint)
+
+
+def run(command: list[str], cwd: Path = ROOT) -> int:
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    try:
+        return subprocess.call(command, cwd=cwd, env=env)
+    except KeyboardInterrupt:
+        return 130
+
+
+def lab(args: list[str]) -> int:
+    return run([str(PYTHON), "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1", *args], cwd=ROOT / "labs")
+
+
+def test(args: list[str]) -> int:
+    lint = run([str(PYTHON), "-m", "ruff", "check", "labkit", "tests", "tasks.py", "datasets"])
+    tests = run([str(PYTHON), "-m", "pytest", *args])
+    return lint or tests
+
+
+COMMANDS = {"lab": lab, "test": test}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        fail(f"usage: python3 tasks.py {{{'|'.join(COMMANDS)}}} [arguments for JupyterLab or pytest]")
+    ensure_environment()
+    sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]))
