@@ -11,6 +11,7 @@ supervisor's stdin pipe closes, or the supervisor is re-parented).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
@@ -26,7 +27,7 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 LOG_NAME = "server.log"
-_RUNNING: "weakref.WeakSet[Server]" = weakref.WeakSet()
+_RUNNING: weakref.WeakSet[Server] = weakref.WeakSet()
 # Settings that the lab tooling owns; a student's settings.json may set anything else.
 _MANAGED = ("host", "http_port", "grpc_port", "metrics_port", "metrics_dir", "model_repository_root")
 
@@ -128,7 +129,7 @@ class Server:
         return self._supervisor is not None and self._supervisor.poll() is None
 
     # -- life cycle --------------------------------------------------------
-    def start(self) -> "Server":
+    def start(self) -> Server:
         if self.running:
             return self
         if not self.repository.is_dir():
@@ -137,20 +138,19 @@ class Server:
         self._choose_ports()
         self.workdir = Path(tempfile.mkdtemp(prefix="labkit-mlserver-"))
         self._write_serving_folder()
-        log = open(self.workdir / LOG_NAME, "ab")
-        self._supervisor = subprocess.Popen(
-            [sys.executable, "-m", "labkit.serving", str(self.workdir)],
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self._server_env(),
-            cwd=self.workdir,
-            # Out of the kernel's process group: an interrupt (SIGINT to the
-            # group) must not stop the server, and a kill of the group must
-            # leave the supervisor alive to clean up.
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.workdir / LOG_NAME, "ab") as log:
+            self._supervisor = subprocess.Popen(
+                [sys.executable, "-m", "labkit.serving", str(self.workdir)],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._server_env(),
+                cwd=self.workdir,
+                # Out of the kernel's process group: an interrupt (SIGINT to the
+                # group) must not stop the server, and a kill of the group must
+                # leave the supervisor alive to clean up.
+                start_new_session=True,
+            )
         _RUNNING.add(self)
         try:
             self._wait_ready(names)
@@ -189,7 +189,7 @@ class Server:
         self._final_log = self.logs(1000)
         shutil.rmtree(self.workdir, ignore_errors=True)  # settings, metrics and log of this run
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -313,10 +313,8 @@ atexit.register(stop_all)
 
 
 def _kill_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _supervise(workdir: Path) -> int:
@@ -355,10 +353,8 @@ def _supervise(workdir: Path) -> int:
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # graceful: MLServer reaps its workers
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(3)
-            except subprocess.TimeoutExpired:
-                pass
         _kill_group(proc.pid, signal.SIGKILL)  # workers ignore SIGTERM
         proc.wait()
     print(f"labkit: MLServer exited with code {proc.returncode}", flush=True)

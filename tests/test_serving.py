@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -39,7 +40,7 @@ def test_start_stop_leaves_nothing_behind(sklearn_repo):
         assert server in running_servers()
         pids = tree(server.pid)
         assert len(pids) >= 2, "parallel_workers defaults to 1: main process plus a worker"
-        environ = open(f"/proc/{server.pid}/environ", "rb").read().split(b"\0")
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
         assert b"TF_USE_LEGACY_KERAS=1" in environ
         assert "Uvicorn running" in server.logs(200) or "HTTP server running" in server.logs(200)
         workdir = server.workdir
@@ -182,6 +183,6 @@ def test_settings_cannot_override_managed_keys(sklearn_repo):
 
 def test_env_is_passed_on(sklearn_repo):
     with Server(sklearn_repo, settings={"parallel_workers": 0}, env={"LABKIT_TEST_MARK": "42"}) as server:
-        environ = open(f"/proc/{server.pid}/environ", "rb").read().split(b"\0")
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
         assert b"LABKIT_TEST_MARK=42" in environ
         assert os.environ.get("LABKIT_TEST_MARK") is None

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import html
 import importlib
+import importlib.util
 import secrets
 import signal
 import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -106,11 +108,8 @@ def register(name: str, *, points: float = 1, hint: str | None = None, title: st
 
 def _load_lab(name: str) -> None:
     lab = name.split(".", 1)[0]
-    if lab.isdigit():
-        try:
-            importlib.import_module(f"labkit.checks.lab{lab}")
-        except ModuleNotFoundError:
-            pass
+    if lab.isdigit() and importlib.util.find_spec(f"labkit.checks.lab{lab}") is not None:
+        importlib.import_module(f"labkit.checks.lab{lab}")
 
 
 def names(lab: str | None = None) -> list[str]:
