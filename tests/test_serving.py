@@ -186,3 +186,37 @@ def test_env_is_passed_on(sklearn_repo):
         environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
         assert b"LABKIT_TEST_MARK=42" in environ
         assert os.environ.get("LABKIT_TEST_MARK") is None
+
+
+def test_two_kernels_each_with_a_server_then_shut_down(sklearn_repo):
+    from jupyter_client.manager import start_new_kernel
+
+    code = (
+        "import json, httpx, psutil\n"
+        "from labkit.serving import Server\n"
+        f"server = Server({str(sklearn_repo)!r}).start()\n"
+        "row = {'inputs': [{'name': 'x', 'shape': [1, 30], 'datatype': 'FP64', 'data': [1.0] * 30}]}\n"
+        "status = httpx.post(server.url + '/v2/models/cancer/infer', json=row).status_code\n"
+        "pids = [server.pid] + [c.pid for c in psutil.Process(server.pid).children(recursive=True)]\n"
+        "print(json.dumps({'ports': [server.http_port, server.grpc_port, server.metrics_port],"
+        " 'status': status, 'pids': pids}))"
+    )
+    kernels = [start_new_kernel(kernel_name="python3") for _ in range(2)]
+    seen = []
+    try:
+        for _, kc in kernels:
+            kc.execute(code)
+        for _, kc in kernels:
+            while True:
+                msg = kc.get_iopub_msg(timeout=90)
+                if msg["msg_type"] == "stream" and msg["content"]["text"].startswith("{"):
+                    seen.append(json.loads(msg["content"]["text"]))
+                    break
+                assert msg["msg_type"] != "error", msg["content"]
+    finally:
+        for km, kc in kernels:
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)  # a polite shutdown: the kernel's atexit stops its server
+    assert [s["status"] for s in seen] == [200, 200]
+    assert set(seen[0]["ports"]).isdisjoint(seen[1]["ports"])
+    assert wait_gone(seen[0]["pids"] + seen[1]["pids"], 5.0) == []
