@@ -72,7 +72,7 @@ def lab(args: list[str]) -> int:
 
 
 def test(args: list[str]) -> int:
-    lint = run([str(PYTHON), "-m", "ruff", "check", "labkit", "tests", "tasks.py", "datasets"])
+    lint = run([str(PYTHON), "-m", "ruff", "check", "labkit", "tests", "tasks.py", "datasets", "benchmarks"])
     tests = run([str(PYTHON), "-m", "pytest", *args])
     return lint or tests
 

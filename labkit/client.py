@@ -8,6 +8,7 @@ MLServer's codecs encode and decode the tensors.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
@@ -20,6 +21,7 @@ from mlserver.codecs.base import find_input_codec
 from mlserver.grpc import converters
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.dataplane_pb2_grpc import GRPCInferenceServiceStub
+from pydantic import ValidationError
 
 
 class InferenceServerError(RuntimeError):
@@ -36,7 +38,12 @@ def as_request(payload: Any) -> types.InferenceRequest:
     if isinstance(payload, types.InferenceRequest):
         return payload
     if isinstance(payload, dict):
-        return types.InferenceRequest.model_validate(payload)
+        try:
+            return types.InferenceRequest.model_validate(payload)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise ValueError(f"not a valid V2 inference request: {where}: {first.get('msg')}") from None
     if isinstance(payload, pd.DataFrame):
         return PandasCodec.encode_request(payload)
     if isinstance(payload, np.ndarray):
@@ -117,16 +124,14 @@ class Client:
     # -- inference ----------------------------------------------------------
     def infer(self, name: str, payload: Any, version: str | None = None) -> types.InferenceResponse:
         """Send ``payload`` (see ``as_request``) to model ``name``; an ``InferenceServerError`` on refusal."""
-        request = as_request(payload)
         if self.protocol == "rest":
             path = f"{_model_path(name, version)}/infer"
-            reply = self._http.post(
-                path,
-                content=request.model_dump_json(exclude_none=True),
-                headers={"content-type": "application/json"},
-            )
+            # A dict goes as it is, so the server (not this client) judges it and says why it refuses.
+            body = json.dumps(payload) if isinstance(payload, dict) else \
+                as_request(payload).model_dump_json(exclude_none=True)
+            reply = self._http.post(path, content=body, headers={"content-type": "application/json"})
             return types.InferenceResponse.model_validate(self._check(reply, f"POST {path}").json())
-        message = converters.ModelInferRequestConverter.from_types(request, name, version or "")
+        message = converters.ModelInferRequestConverter.from_types(as_request(payload), name, version or "")
         return converters.ModelInferResponseConverter.to_types(self._grpc("ModelInfer", message))
 
     def predict(self, name: str, payload: Any, version: str | None = None) -> dict[str, Any]:

@@ -32,34 +32,49 @@ class AssignError(ValueError):
     """A solution notebook's markers are malformed."""
 
 
+class _Bindings(ast.NodeVisitor):
+    """Names a block binds in the notebook's namespace, in order; function and class bodies excluded."""
+
+    def __init__(self):
+        self.names: list[str] = []
+
+    def add(self, name: str) -> None:
+        if name not in self.names:
+            self.names.append(name)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Store):
+            self.add(node.id)
+
+    def visit_FunctionDef(self, node) -> None:
+        self.add(node.name)  # the body binds locals only
+
+    visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
+
+    def visit_Lambda(self, node) -> None:
+        pass  # its parameters and comprehension variables are local to it
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = visit_Lambda
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.name:
+            self.add(node.name)
+        self.generic_visit(node)
+
+    def visit_alias(self, node: ast.alias) -> None:
+        if node.name != "*":
+            self.add(node.asname or node.name.split(".")[0])
+
+
 def _assigned_names(code: str) -> list[str]:
-    """Top-level names that ``code`` binds, in order of first appearance."""
+    """Names that ``code`` binds at the top level of a notebook, in order of first appearance."""
     try:
         tree = ast.parse(code)
     except SyntaxError as e:
         raise AssignError(f"solution block does not parse: {e}") from None
-    found: list[str] = []
-
-    def add(name: str) -> None:
-        if name not in found:
-            found.append(name)
-
-    def targets(node) -> None:
-        if isinstance(node, ast.Name):
-            add(node.id)
-        elif isinstance(node, (ast.Tuple, ast.List)):
-            for element in node.elts:
-                targets(element)
-
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            for target in node.targets:
-                targets(target)
-        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-            targets(node.target)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            add(node.name)
-    return found
+    bindings = _Bindings()
+    bindings.visit(tree)
+    return bindings.names
 
 
 def _placeholder(block: list[str], indent: str) -> list[str]:

@@ -1,10 +1,11 @@
 import html
 import json
+import pkgutil
 import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -123,7 +124,7 @@ def loop_swallowing_errors(x):
     """
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
-        try:
+        try:  # noqa: SIM105 - the pattern under test
             time.sleep(0.01)
         except Exception:
             pass
@@ -183,7 +184,32 @@ answers = (
 @given(answer=answers)
 def test_check_never_raises_whatever_the_answer(demo, monkeypatch, answer):
     monkeypatch.setattr(checks, "TIME_LIMIT", 0.1)
-    assert_valid(check(demo, answer))
+    feedback = check(demo, answer)
+    assert_valid(feedback)
+    event(f"status {feedback.status}")
+
+
+def lab_check_names():
+    """Every check of every lab module (``labkit.checks.labNN``)."""
+    labs = [m.name[3:] for m in pkgutil.iter_modules(checks.__path__) if m.name[:3] == "lab" and m.name[3:].isdigit()]
+    return sorted(name for lab in labs for name in names(lab))
+
+
+LAB_CHECKS = lab_check_names()
+
+
+@pytest.mark.skipif(not LAB_CHECKS, reason="no lab checks yet")
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(name=st.sampled_from(LAB_CHECKS or ["none"]), answer=answers)
+def test_lab_checks_never_raise_whatever_the_answer(monkeypatch, name, answer):
+    monkeypatch.setattr(checks, "TIME_LIMIT", 0.5)
+    feedback = check(name, answer)
+    assert_valid(feedback, name)
+    assert feedback.status != "error", feedback.message
 
 
 @settings(max_examples=200, deadline=None)
@@ -256,6 +282,16 @@ def test_unknown_names_are_errors_that_list_the_lab(demo):
     assert "99.demo" in names("99")
     assert "99.demo" in names()
     assert names("98") == []
+
+
+@pytest.mark.parametrize("name", ["9" * 3000 + ".x", "²³.x", "١٢.x", "𝟘.x", "", ".", "99.", "../99.demo",
+                                  "99.demo\x00"],
+                         ids=["long", "superscript-digits", "arabic-digits", "math-digits", "empty", "dot",
+                              "no-slug", "path", "nul"])
+def test_odd_names_are_errors(demo, name):
+    feedback = check(name, [1, 2, 3])
+    assert feedback.status == "error" and not feedback
+    json.dumps(feedback.record())
 
 
 @pytest.mark.parametrize("name", [None, 1, 99.5, ["99.demo"], b"99.demo", Hostile],

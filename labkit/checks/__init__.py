@@ -34,8 +34,8 @@ class NotAttempted(Exception):
     """Raised by a check function: the answer is still the placeholder."""
 
 
-class _TimeUp(Exception):
-    pass
+class _TimeUp(BaseException):
+    """Not an Exception, so a student's ``except Exception`` retry loop cannot swallow it."""
 
 
 @dataclass
