@@ -5,8 +5,9 @@
 For every notebook (default: labs/solutions/*.ipynb) it prints wall time, the
 slowest cell and the peak memory of the kernel plus every process it started
 (MLServer supervisors, servers and workers), sampled every 0.2 s as the sum of
-proportional set sizes (PSS, shared pages split between their users), and
-compares them with the budgets. Results go to benchmarks/results/latest.json
+proportional set sizes (PSS, shared pages split between their users), and the
+slowest check cell (a check should answer within 1 s), and compares them with
+the budgets. Results go to benchmarks/results/latest.json
 with a description of the machine. Timings are figures, not tests: this is not
 part of the test command.
 """
@@ -89,12 +90,14 @@ def run_notebook(path: Path) -> dict:
         wall = time.monotonic() - start
     cells = [(cell_seconds(c), i) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     slowest, slowest_index = max(cells)
+    check_cells = [seconds for seconds, i in cells if nb.cells[i].source.lstrip().startswith("check(")]
     return {
         "notebook": str(path.relative_to(ROOT)),
         "wall_s": round(wall, 1),
         "slowest_cell_s": round(slowest, 1),
         "slowest_cell": slowest_index,
         "peak_memory_mb": round(peak),
+        "slowest_check_s": round(max(check_cells, default=0.0), 2),
         "over_budget": [
             what
             for what, over in [
@@ -124,13 +127,13 @@ def main() -> int:
     args = parser.parse_args()
     notebooks = args.notebooks or sorted((ROOT / "labs" / "solutions").glob("[0-9][0-9]_*.ipynb"))
     results = []
-    print(f"{'notebook':40} {'wall s':>7} {'slowest cell s':>15} {'peak MB':>8}  verdict")
+    print(f"{'notebook':40} {'wall s':>7} {'slowest cell s':>15} {'peak MB':>8} {'check s':>8}  verdict")
     for path in notebooks:
         row = run_notebook(path.resolve())
         results.append(row)
         verdict = "over: " + ", ".join(row["over_budget"]) if row["over_budget"] else "within budget"
         print(f"{row['notebook']:40} {row['wall_s']:7.1f} {row['slowest_cell_s']:9.1f} (#{row['slowest_cell']:<2}) "
-              f"{row['peak_memory_mb']:8d}  {verdict}", flush=True)
+              f"{row['peak_memory_mb']:8d} {row['slowest_check_s']:8.2f}  {verdict}", flush=True)
     print(f"budgets: {BUDGET_NOTEBOOK_S} s a notebook, {BUDGET_CELL_S} s a cell, {BUDGET_MEMORY_MB} MB")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
