@@ -1,9 +1,11 @@
 import html
 import json
 import pkgutil
+import resource
 import time
 
 import numpy as np
+import psutil
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -176,13 +178,24 @@ answers = (
 )
 
 
+@pytest.fixture
+def memory_cap():
+    """At most 2 GB more address space: an answer built from an arbitrary type can ask for terabytes
+    (seen: bytearray of a huge int), which must become a MemoryError for check() to report,
+    not a test process killed by the kernel's OOM killer."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (psutil.Process().memory_info().vms + 2 * 2**30, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 @settings(
     max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(answer=answers)
-def test_check_never_raises_whatever_the_answer(demo, monkeypatch, answer):
+def test_check_never_raises_whatever_the_answer(demo, monkeypatch, memory_cap, answer):
     monkeypatch.setattr(checks, "TIME_LIMIT", 0.1)
     feedback = check(demo, answer)
     assert_valid(feedback)
@@ -205,7 +218,7 @@ LAB_CHECKS = lab_check_names()
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(name=st.sampled_from(LAB_CHECKS or ["none"]), answer=answers)
-def test_lab_checks_never_raise_whatever_the_answer(monkeypatch, name, answer):
+def test_lab_checks_never_raise_whatever_the_answer(monkeypatch, memory_cap, name, answer):
     monkeypatch.setattr(checks, "TIME_LIMIT", 0.5)
     feedback = check(name, answer)
     assert_valid(feedback, name)
@@ -383,3 +396,15 @@ def test_not_attempted_raised_by_a_check(monkeypatch):
         assert feedback.message == "Fill in `threshold` first."
     finally:
         REGISTRY.pop("99.todo", None)
+
+
+def test_answer_that_exhausts_memory_is_a_failed_check(demo, memory_cap):
+    def hoard(x):
+        chunks = []
+        while True:
+            chunks.append(bytearray(200 * 2**20))
+
+    feedback = check(demo, hoard)
+    assert_valid(feedback)
+    assert feedback.status == "failed"
+    assert "MemoryError" in feedback.message
