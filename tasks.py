@@ -68,7 +68,10 @@ def run(command: list[str], cwd: Path = ROOT) -> int:
 
 
 def lab(args: list[str]) -> int:
-    return run([str(PYTHON), "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1", *args], cwd=ROOT / "labs")
+    command = [str(PYTHON), "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1", *args]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # containers often run as root; Jupyter refuses it otherwise
+    return run(command, cwd=ROOT / "labs")
 
 
 def test(args: list[str]) -> int:
