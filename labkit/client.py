@@ -41,9 +41,7 @@ def as_request(payload: Any) -> types.InferenceRequest:
         try:
             return types.InferenceRequest.model_validate(payload)
         except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            raise ValueError(f"not a valid V2 inference request: {where}: {first.get('msg')}") from None
+            raise ValueError(f"not a valid V2 inference request: {validation_message(e)}") from None
     if isinstance(payload, pd.DataFrame):
         return PandasCodec.encode_request(payload)
     if isinstance(payload, np.ndarray):
@@ -176,6 +174,16 @@ def _model_path(name: str, version: str | None) -> str:
     return f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
 
 
+def validation_message(error: ValidationError) -> str:
+    """The first problem pydantic found, on one line: ``inputs.0.datatype: Input should be ...``."""
+    return _located(error.errors()[0])
+
+
+def _located(problem: dict) -> str:
+    where = ".".join(str(p) for p in problem.get("loc", ())) or "the top level"
+    return f"{where}: {problem.get('msg')}"
+
+
 def _reason(reply: httpx.Response) -> str:
     """The server's own words: MLServer's ``error``, FastAPI's validation ``detail``, or the last log line."""
     try:
@@ -186,7 +194,5 @@ def _reason(reply: httpx.Response) -> str:
     if isinstance(body, dict) and body.get("error"):
         return str(body["error"])
     if isinstance(body, dict) and isinstance(body.get("detail"), list):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}" for item in body["detail"]
-        )
+        return "; ".join(_located(item) for item in body["detail"])
     return reply.text

@@ -120,6 +120,12 @@ def names(lab: str | None = None) -> list[str]:
     return sorted(REGISTRY)
 
 
+def expect_function(answer: Any, name: str, of_what: str) -> None:
+    """``Fail`` unless the answer is callable, e.g. ``expect_function(a, "error_rate", "a list of codes")``."""
+    if not callable(answer):
+        raise Fail(f"{name} should be a function of {of_what}, not {safe_repr(answer)}.")
+
+
 def safe_repr(value: Any, limit: int = 80) -> str:
     """``repr`` that survives objects whose ``__repr__`` raises, shortened to ``limit``."""
     try:
@@ -197,4 +203,6 @@ def _safe_str(error: BaseException) -> str:
         return "(its message could not be shown)"
 
 
-__all__ = ["Feedback", "Fail", "NotAttempted", "check", "names", "register", "safe_repr", "MIME_TYPE"]
+__all__ = [
+    "MIME_TYPE", "Fail", "Feedback", "NotAttempted", "check", "expect_function", "names", "register", "safe_repr",
+]

@@ -2,7 +2,7 @@
 
 import math
 
-from labkit.checks import Fail, register, safe_repr
+from labkit.checks import Fail, expect_function, register, safe_repr
 
 STATUS_CODES = [200, 200, 200, 201, 204, 400, 404, 422, 500, 503]
 
@@ -14,8 +14,7 @@ STATUS_CODES = [200, 200, 200, 201, 204, 400, 404, 422, 500, 503]
     hint="Count the codes that are 400 or above, divide by the number of codes, and handle the empty list first.",
 )
 def error_rate(answer, rng):
-    if not callable(answer):
-        raise Fail(f"error_rate should be a function of a list of status codes, not {safe_repr(answer)}.")
+    expect_function(answer, "error_rate", "a list of status codes")
     cases = [[], [200], [503]]
     cases += [list(rng.choice(STATUS_CODES, size=int(rng.integers(1, 40)))) for _ in range(20)]
     for codes in cases:

@@ -8,16 +8,11 @@ from mlserver.codecs import NumpyCodec
 from mlserver.settings import ModelSettings
 from pydantic import ValidationError
 
-from labkit.checks import Fail, register, safe_repr
+from labkit.checks import Fail, expect_function, register, safe_repr
+from labkit.client import validation_message
 from labkit.data import load_breast_cancer
 
 SKLEARN_RUNTIME = "mlserver_sklearn.SKLearnModel"
-
-
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ())) or "the top level"
-    return f"{where}: {first.get('msg')}"
 
 
 def _json_roundtrip(value, what):
@@ -35,8 +30,7 @@ def _json_roundtrip(value, what):
     hint="Start from the settings written for the cancer model above and replace what depends on the arguments.",
 )
 def model_settings(answer, rng):
-    if not callable(answer):
-        raise Fail(f"make_model_settings should be a function, not {safe_repr(answer)}.")
+    expect_function(answer, "make_model_settings", "a name, a number of features and a URI")
     for _ in range(6):
         name = f"{rng.choice(['iris', 'churn', 'fraud', 'wine', 'credit'])}-{int(rng.integers(1, 99))}"
         n_features = int(rng.integers(2, 60))
@@ -49,7 +43,7 @@ def model_settings(answer, rng):
         try:
             parsed = ModelSettings.model_validate(settings)
         except ValidationError as e:
-            raise Fail(f"MLServer rejects the settings of {call}: {_first_error(e)}") from None
+            raise Fail(f"MLServer rejects the settings of {call}: {validation_message(e)}") from None
         if parsed.name != name:
             raise Fail(f"{call} names the model {parsed.name!r}; clients will call it {name!r}.")
         if settings.get("implementation") != SKLEARN_RUNTIME:
@@ -80,8 +74,7 @@ def model_settings(answer, rng):
     hint="One input: a name, shape [rows, columns], datatype FP64 and the values in row-major order (.ravel()).",
 )
 def request(answer, rng):
-    if not callable(answer):
-        raise Fail(f"make_request should be a function of a 2-D array of rows, not {safe_repr(answer)}.")
+    expect_function(answer, "make_request", "a 2-D array of rows")
     for n_rows in [1, *rng.integers(2, 12, size=4)]:
         rows = rng.normal(0, 10, size=(int(n_rows), 30)).round(int(rng.integers(1, 6)))
         got = answer(rows.copy())
@@ -92,7 +85,7 @@ def request(answer, rng):
         try:
             parsed = types.InferenceRequest.model_validate(body)
         except ValidationError as e:
-            raise Fail(f"This is not a valid V2 inference request: {_first_error(e)}") from None
+            raise Fail(f"This is not a valid V2 inference request: {validation_message(e)}") from None
         if len(parsed.inputs) != 1:
             raise Fail(f"{call} has {len(parsed.inputs)} inputs; the scikit-learn runtime reads one tensor.")
         tensor = parsed.inputs[0]
@@ -118,8 +111,7 @@ def request(answer, rng):
     hint="Find the output named 'predict' (outputs can come in any order), then map each index to target_names.",
 )
 def decode(answer, rng):
-    if not callable(answer):
-        raise Fail(f"decode_classes should be a function of a response dict, not {safe_repr(answer)}.")
+    expect_function(answer, "decode_classes", "a response dict")
     names = load_breast_cancer().target_names
     for case in range(5):
         n = int(rng.integers(1, 10))
