@@ -7,6 +7,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from conftest import pids_alive
+
 from labkit.grading import BEGIN, END, assign
 
 
@@ -101,3 +103,30 @@ def test_assign_with_malformed_markers_is_one_line(course):
     result = labkit("assign", cwd=course)
     assert_one_line_error(result, "01_intro.ipynb", END)
     assert not (course / "labs" / "01_intro.ipynb").exists()
+
+
+def test_serve_until_ctrl_c_leaves_no_process(sklearn_repo):
+    import signal
+    import time
+
+    import httpx
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "serve", str(sklearn_repo), "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving cancer: REST http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split("REST ")[1].split()[0]
+        assert httpx.get(url + "/v2/models/cancer/ready").status_code == 200
+        started = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert len(started) >= 3  # supervisor, MLServer, one worker
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 5
+    while pids_alive(started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids_alive(started) == []
