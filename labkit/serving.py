@@ -22,12 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from pathlib import Path
 
 HOST = "127.0.0.1"
 LOG_NAME = "server.log"
-_RUNNING: weakref.WeakSet[Server] = weakref.WeakSet()
+# Strong references: a server lives until stop() or the end of the kernel, even if the
+# notebook dropped its variable (garbage collection would close the supervisor's pipe).
+_RUNNING: set[Server] = set()
 # Settings that the lab tooling owns; a student's settings.json may set anything else.
 _MANAGED = ("host", "http_port", "grpc_port", "metrics_port", "metrics_dir", "model_repository_root")
 

@@ -220,3 +220,18 @@ def test_two_kernels_each_with_a_server_then_shut_down(sklearn_repo):
     assert [s["status"] for s in seen] == [200, 200]
     assert set(seen[0]["ports"]).isdisjoint(seen[1]["ports"])
     assert wait_gone(seen[0]["pids"] + seen[1]["pids"], 5.0) == []
+
+
+def test_server_outlives_its_variable(sklearn_repo):
+    import gc
+
+    url = Server(sklearn_repo, settings={"parallel_workers": 0}).start().url
+    gc.collect()
+    time.sleep(1)  # the supervisor polls its owner every 0.5 s
+    try:
+        assert httpx.get(url + "/v2/health/ready").status_code == 200
+    finally:
+        for server in running_servers():
+            if server.url == url:
+                server.stop()
+    assert all(server.url != url for server in running_servers())
