@@ -9,7 +9,6 @@ import argparse
 import html
 import os
 import platform
-import socket
 import sys
 import tempfile
 import time
@@ -17,7 +16,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-SUPPORTED_PYTHON = ((3, 10), (3, 12))
+from packaging.specifiers import SpecifierSet
+
 KEY_PACKAGES = ["mlserver", "mlserver-sklearn", "uvloop", "alibi-detect", "tensorflow", "tf-keras",
                 "numpy", "scikit-learn", "shap", "tritonclient", "jupyterlab", "ipywidgets"]
 MIN_MEMORY_GB = 1.5
@@ -77,13 +77,14 @@ def doctor(start_server: bool = True) -> Report:
     """Check this machine for the labs; every problem comes with its fix."""
     import psutil
 
+    from labkit.serving import free_port
+
     report = Report()
-    py = sys.version_info[:2]
-    low, high = SUPPORTED_PYTHON
-    if low <= py <= high:
+    supported = SpecifierSet(metadata.metadata("labkit")["Requires-Python"])  # pyproject's requires-python
+    if platform.python_version() in supported:
         report.add("python", "ok", f"{platform.python_version()} ({sys.executable})")
     else:
-        report.add("python", "fail", f"{platform.python_version()} is not supported",
+        report.add("python", "fail", f"{platform.python_version()} is not supported (needs {supported})",
                    "install Python 3.10, 3.11 or 3.12 and run the README's commands with it")
 
     missing = [name for name in KEY_PACKAGES if _version(name) is None]
@@ -98,12 +99,6 @@ def doctor(start_server: bool = True) -> Report:
         report.add("uvloop", "fail", f"uvloop {uvloop}: MLServer 1.7 workers die with it",
                    "pip install 'uvloop<0.22' (constraints.txt pins it)")
 
-    if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
-        report.add("keras mode", "ok", "TF_USE_LEGACY_KERAS=1")
-    else:
-        report.add("keras mode", "warn", "TF_USE_LEGACY_KERAS is not 1",
-                   "import labkit before TensorFlow, or set TF_USE_LEGACY_KERAS=1 before starting Jupyter")
-
     cores = os.cpu_count() or 1
     report.add("cpu", "ok" if cores >= 2 else "warn", f"{cores} cores",
                "the labs are timed on 2 cores; with 1 they take about twice as long")
@@ -112,8 +107,7 @@ def doctor(start_server: bool = True) -> Report:
                f"a lab needs about {MIN_MEMORY_GB} GB: close other programs or stop servers you do not use")
 
     try:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+        free_port()
         report.add("ports", "ok", "can listen on 127.0.0.1")
     except OSError as e:
         report.add("ports", "fail", f"cannot listen on 127.0.0.1: {e}",
@@ -136,7 +130,7 @@ def _try_mlserver() -> Finding:
                 took = time.monotonic() - start
         except ServerError as e:
             return Finding("mlserver", "fail", f"MLServer did not start: {str(e)[:300]}",
-                           "read the log lines above; `python3 tasks.py lab` reinstalls the pinned versions")
+                           "read the log lines in the message; `python3 tasks.py lab` reinstalls the pinned versions")
     return Finding("mlserver", "ok", f"started and stopped on 127.0.0.1 ({took:.1f} s to ready)")
 
 

@@ -3,8 +3,9 @@
 Solution code sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION``
 (nbgrader's and otter-grader's convention). In the student version:
 
-- a block inside a function (indented) becomes ``raise NotImplementedError(...)``,
-  so a check that calls the function reports "not attempted yet";
+- an indented block (keep those inside functions) becomes
+  ``raise NotImplementedError(...)``, so a check that calls the function reports
+  "not attempted yet";
 - a top-level block becomes ``name = ...`` for each name it assigns, so the
   notebook still runs top to bottom and its checks see the ``...`` placeholder.
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 LOG_NAME = "server.log"
-# Strong references: a server lives until stop() or the end of the kernel, even if the
-# notebook dropped its variable (garbage collection would close the supervisor's pipe).
+# Every server this process started, so running_servers() and the exit hook reach it
+# even after the notebook dropped its variable.
 _RUNNING: set[Server] = set()
 # Settings that the lab tooling owns; a student's settings.json may set anything else.
 _MANAGED = ("host", "http_port", "grpc_port", "metrics_port", "metrics_dir", "model_repository_root")

@@ -37,6 +37,16 @@ def sklearn_repo(tmp_path_factory, classifier):
     return root
 
 
+def wait_gone(pids, seconds=5.0):
+    """Wait up to ``seconds`` for ``pids`` to end; the ones still running."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while pids_alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pids_alive(pids)
+
+
 def pids_alive(pids):
     """The pids among ``pids`` that still run (zombies count as gone)."""
     import psutil

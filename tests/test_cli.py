@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from conftest import pids_alive
+from conftest import wait_gone
 
 from labkit.grading import BEGIN, END, assign
 
@@ -107,7 +107,6 @@ def test_assign_with_malformed_markers_is_one_line(course):
 
 def test_serve_until_ctrl_c_leaves_no_process(sklearn_repo):
     import signal
-    import time
 
     import httpx
     import psutil
@@ -126,7 +125,15 @@ def test_serve_until_ctrl_c_leaves_no_process(sklearn_repo):
     finally:
         if proc.poll() is None:
             proc.kill()
-    deadline = time.monotonic() + 5
-    while pids_alive(started) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert pids_alive(started) == []
+    assert wait_gone(started, 5.0) == []
+
+
+def test_doctor_fails_an_unsupported_python_with_a_fix(monkeypatch):
+    from labkit import cli
+
+    monkeypatch.setattr(cli.platform, "python_version", lambda: "3.13.0")
+    report = cli.doctor(start_server=False)
+    python = next(f for f in report.findings if f.name == "python")
+    assert python.status == "fail" and "3.13.0" in python.detail and "3.10" in python.fix
+    assert not report.ok
+    assert "FAIL" in str(report) and "fix:" in str(report)

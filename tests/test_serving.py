@@ -11,20 +11,13 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import pids_alive
+from conftest import pids_alive, wait_gone
 
 from labkit.serving import Server, ServerError, running_servers
 
 
 def tree(pid):
     return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
-
-
-def wait_gone(pids, seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while pids_alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return pids_alive(pids)
 
 
 def snapshot(folder):
