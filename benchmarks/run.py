@@ -1,146 +1,106 @@
-"""Measure the course's budgets: run each solution notebook as a student would.
+"""The course's budgets and serving figures, measured in one command.
 
-    .venv/bin/python benchmarks/run.py [NOTEBOOK ...]
+    .venv/bin/python benchmarks/run.py                       # everything
+    .venv/bin/python benchmarks/run.py labs/solutions/01_serve_a_model.ipynb --only notebooks
+    .venv/bin/python benchmarks/run.py --only serving install
 
-For every notebook (default: labs/solutions/*.ipynb) it prints wall time, the
-slowest cell and the peak memory of the kernel plus every process it started
-(MLServer supervisors, servers and workers), sampled every 0.2 s as the sum of
-proportional set sizes (PSS, shared pages split between their users), and the
-slowest check cell (a check should answer within 1 s), and compares them with
-the budgets. Results go to benchmarks/results/latest.json
-with a description of the machine. Timings are figures, not tests: this is not
-part of the test command.
+Sections: ``notebooks`` (each solution notebook against the budgets, see notebooks.py), ``serving``
+(start-to-ready, one-row latency, throughput with and without adaptive batching, see serving.py),
+``grading`` (notebooks graded per minute, see grading.py) and ``install`` (size of the environment).
+It prints tables and writes ``benchmarks/results/latest.json`` (and a dated copy) with a description of the
+machine. Timings are figures, not tests: the test command does not run this. Exit status 1 when a notebook is
+over budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import os
 import platform
 import sys
-import tempfile
-import threading
-import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import nbformat
 import psutil
-from nbclient import NotebookClient
-import contextlib
 
 ROOT = Path(__file__).resolve().parent.parent
-BUDGET_NOTEBOOK_S = 90
-BUDGET_CELL_S = 30
-BUDGET_MEMORY_MB = 1536
-PACKAGES = ["mlserver", "tensorflow", "alibi-detect", "scikit-learn", "numpy", "jupyterlab"]
-
-
-class PeakMemory(threading.Thread):
-    """Samples the PSS of a process tree until stopped; keeps the peak in MB."""
-
-    def __init__(self, pid: int, interval: float = 0.2):
-        super().__init__(daemon=True)
-        self.pid, self.interval, self.peak_mb = pid, interval, 0.0
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.is_set():
-            total = 0
-            try:
-                root = psutil.Process(self.pid)
-                for proc in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                        total += proc.memory_full_info().pss
-            except psutil.NoSuchProcess:
-                return
-            self.peak_mb = max(self.peak_mb, total / 2**20)
-            self._done.wait(self.interval)
-
-    def stop(self) -> float:
-        self._done.set()
-        self.join()
-        return self.peak_mb
-
-
-def cell_seconds(cell) -> float:
-    timing = cell.metadata.get("execution", {})
-    start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
-    if not (start and end):
-        return 0.0
-    parse = datetime.fromisoformat
-    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
-
-
-def run_notebook(path: Path) -> dict:
-    nb = nbformat.read(path, as_version=4)
-    with tempfile.TemporaryDirectory(prefix="labkit-bench-") as work:
-        client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": work}})
-        start = time.monotonic()
-        with client.setup_kernel():
-            sampler = PeakMemory(client.km.provisioner.process.pid)
-            sampler.start()
-            try:
-                for index, cell in enumerate(nb.cells):
-                    client.execute_cell(cell, index)
-            finally:
-                peak = sampler.stop()
-        wall = time.monotonic() - start
-    cells = [(cell_seconds(c), i) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-    slowest, slowest_index = max(cells)
-    check_cells = [seconds for seconds, i in cells if nb.cells[i].source.lstrip().startswith("check(")]
-    return {
-        "notebook": str(path.relative_to(ROOT)),
-        "wall_s": round(wall, 1),
-        "slowest_cell_s": round(slowest, 1),
-        "slowest_cell": slowest_index,
-        "peak_memory_mb": round(peak),
-        "slowest_check_s": round(max(check_cells, default=0.0), 2),
-        "over_budget": [
-            what
-            for what, over in [
-                ("time", wall > BUDGET_NOTEBOOK_S),
-                ("cell", slowest > BUDGET_CELL_S),
-                ("memory", peak > BUDGET_MEMORY_MB),
-            ]
-            if over
-        ],
-    }
+RESULTS = ROOT / "benchmarks" / "results"
+SECTIONS = ["notebooks", "serving", "grading", "install"]
+PACKAGES = ["mlserver", "tensorflow", "alibi-detect", "scikit-learn", "numpy", "jupyterlab", "labkit"]
 
 
 def machine() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {p: metadata.version(p) for p in PACKAGES},
+        "packages": versions,
     }
+
+
+def install_size() -> dict:
+    """The environment on disk: the whole prefix, and the five largest distributions in it."""
+
+    def size(paths) -> int:
+        total = 0
+        for path in paths:
+            with contextlib.suppress(OSError):  # a file listed in RECORD but gone
+                total += path.lstat().st_size
+        return total
+
+    prefix = Path(sys.prefix)
+    whole = size(p for p in prefix.rglob("*") if p.is_file() and not p.is_symlink())
+    by_dist = {}
+    for dist in metadata.distributions():
+        files = dist.files or []
+        by_dist[dist.metadata["Name"]] = size(Path(dist.locate_file(f)) for f in files)
+    largest = sorted(by_dist.items(), key=lambda item: -item[1])[:5]
+    figures = {"prefix": str(prefix), "total_mb": round(whole / 2**20), "distributions": len(by_dist),
+               "largest_mb": {name: round(b / 2**20) for name, b in largest}}
+    print(f"environment {figures['prefix']}: {figures['total_mb']} MB in {figures['distributions']} distributions;"
+          " largest: " + ", ".join(f"{n} {mb} MB" for n, mb in figures["largest_mb"].items()))
+    return figures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: every solution)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="sections to measure")
     args = parser.parse_args()
-    notebooks = args.notebooks or sorted((ROOT / "labs" / "solutions").glob("[0-9][0-9]_*.ipynb"))
-    results = []
-    print(f"{'notebook':40} {'wall s':>7} {'slowest cell s':>15} {'peak MB':>8} {'check s':>8}  verdict")
-    for path in notebooks:
-        row = run_notebook(path.resolve())
-        results.append(row)
-        verdict = "over: " + ", ".join(row["over_budget"]) if row["over_budget"] else "within budget"
-        print(f"{row['notebook']:40} {row['wall_s']:7.1f} {row['slowest_cell_s']:9.1f} (#{row['slowest_cell']:<2}) "
-              f"{row['peak_memory_mb']:8d} {row['slowest_check_s']:8.2f}  {verdict}", flush=True)
-    print(f"budgets: {BUDGET_NOTEBOOK_S} s a notebook, {BUDGET_CELL_S} s a cell, {BUDGET_MEMORY_MB} MB")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"machine": machine(), "notebooks": results}
-    (out / "latest.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {(out / 'latest.json').relative_to(ROOT)}")
-    return 1 if any(r["over_budget"] for r in results) else 0
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    report = {"machine": machine()}
+    over_budget = False
+    for section in args.only:
+        print(f"\n== {section} ==", flush=True)
+        if section == "install":
+            report[section] = install_size()
+            continue
+        module = importlib.import_module(section)
+        if section == "notebooks":
+            paths = args.notebooks or sorted((ROOT / "labs" / "solutions").glob("[0-9][0-9]_*.ipynb"))
+            report[section] = module.measure(paths)
+            over_budget = any(row["over_budget"] for row in report[section])
+        else:
+            report[section] = module.measure()
+            module.show(report[section])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2)
+    (RESULTS / "latest.json").write_text(text)
+    (RESULTS / f"{report['machine']['date'][:19].replace(':', '')}.json").write_text(text)
+    print(f"\nwrote {(RESULTS / 'latest.json').relative_to(ROOT)}")
+    return 1 if over_budget else 0
 
 
 if __name__ == "__main__":
