@@ -91,8 +91,8 @@ def measure(rounds: int = 3, requests: int = 500, seconds: float = 3.0) -> dict:
                 Server(batched_repository, settings={"parallel_workers": 1}) as batched:
             for _ in range(rounds):
                 for label, server in (("plain", plain), ("batching", batched)):
-                    result = load.run(server, MODEL, rows[:1], concurrency=32, duration=seconds, requests=100_000,
-                                      warmup=1.0, progress=False)
+                    result = load.run(server, MODEL, rows[:1], concurrency=32, duration=seconds, requests=None,
+                                      warmup=64, progress=False)
                     throughput[label].append(result.throughput)
     plain, batching = statistics.median(throughput["plain"]), statistics.median(throughput["batching"])
     return {
