@@ -204,16 +204,15 @@ def run(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=requests, desc=description or f"{protocol} x{concurrency}", unit="req", leave=False)
-    worker = threading.Thread(target=plan.run_in_own_loop, name="labkit-load", daemon=True)
-    worker.start()
+    threading.Thread(target=plan.run_in_own_loop, name="labkit-load", daemon=True).start()
+    # Wait on an Event, not Thread.join: an interrupt inside join() can leave the thread looking finished.
     try:
-        while worker.is_alive():
-            worker.join(0.1)
+        while not plan.finished.wait(0.1):
             if bar is not None:
                 bar.update(plan.done - bar.n)
     except KeyboardInterrupt:
         plan.interrupt.set()  # ends the load within one poll interval; the partial result is returned
-        worker.join()
+        plan.finished.wait()
     finally:
         if bar is not None:
             bar.close()
@@ -251,6 +250,7 @@ class _Plan:
     timeout: float
     done: int = 0  # measured requests finished so far (read by the progress bar)
     interrupt: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
     result: LoadResult | None = None
     failure: BaseException | None = None
 
@@ -259,6 +259,8 @@ class _Plan:
             self.result = asyncio.run(self._main())
         except BaseException as e:  # handed to the calling thread, which raises it
             self.failure = e
+        finally:
+            self.finished.set()
 
     async def _main(self) -> LoadResult:
         async with self._sender() as send:
@@ -319,7 +321,7 @@ class _Plan:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()
         if self.interrupt.is_set():
-            stopped_by = "interrupted"
+            stopped_by, end = "interrupted", time.perf_counter()
         elif pending:
             stopped_by = "duration"
         else:
