@@ -24,6 +24,11 @@ from mlserver.grpc.dataplane_pb2_grpc import GRPCInferenceServiceStub
 from pydantic import ValidationError
 
 
+JSON_HEADERS = {"content-type": "application/json"}
+# gRPC's default limit is 4 MB; a batch of a few thousand rows is larger.
+GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 * 2**20)]
+
+
 class InferenceServerError(RuntimeError):
     """The server refused a call; ``status`` is the HTTP status (or gRPC code name), ``reason`` its message."""
 
@@ -50,6 +55,19 @@ def as_request(payload: Any) -> types.InferenceRequest:
         f"cannot send a {type(payload).__name__}: pass an InferenceRequest, its JSON as a dict, "
         "a numpy array or a pandas DataFrame"
     )
+
+
+def rest_body(payload: Any) -> str:
+    """The JSON body of a REST inference call: a dict goes as it is, so the server (not this client) judges it
+    and says why it refuses; anything else is encoded by ``as_request``."""
+    if isinstance(payload, dict):
+        return json.dumps(payload)
+    return as_request(payload).model_dump_json(exclude_none=True)
+
+
+def grpc_request(name: str, payload: Any, version: str | None = None) -> pb.ModelInferRequest:
+    """The protobuf ``ModelInferRequest`` for ``payload`` (see ``as_request``), by MLServer's converters."""
+    return converters.ModelInferRequestConverter.from_types(as_request(payload), name, version or "")
 
 
 def decode_outputs(response: types.InferenceResponse) -> dict[str, Any]:
@@ -81,10 +99,7 @@ class Client:
         if protocol == "rest":
             self._http = httpx.Client(base_url=self.target, timeout=timeout, trust_env=False)
         else:
-            self._channel = grpc.insecure_channel(
-                self.target,
-                options=[("grpc.max_receive_message_length", 64 * 2**20)],
-            )
+            self._channel = grpc.insecure_channel(self.target, options=GRPC_OPTIONS)
             self._stub = GRPCInferenceServiceStub(self._channel)
 
     # -- health and metadata ----------------------------------------------
@@ -123,13 +138,10 @@ class Client:
     def infer(self, name: str, payload: Any, version: str | None = None) -> types.InferenceResponse:
         """Send ``payload`` (see ``as_request``) to model ``name``; an ``InferenceServerError`` on refusal."""
         if self.protocol == "rest":
-            path = f"{_model_path(name, version)}/infer"
-            # A dict goes as it is, so the server (not this client) judges it and says why it refuses.
-            body = json.dumps(payload) if isinstance(payload, dict) else \
-                as_request(payload).model_dump_json(exclude_none=True)
-            reply = self._http.post(path, content=body, headers={"content-type": "application/json"})
+            path = infer_path(name, version)
+            reply = self._http.post(path, content=rest_body(payload), headers=JSON_HEADERS)
             return types.InferenceResponse.model_validate(self._check(reply, f"POST {path}").json())
-        message = converters.ModelInferRequestConverter.from_types(as_request(payload), name, version or "")
+        message = grpc_request(name, payload, version)
         return converters.ModelInferResponseConverter.to_types(self._grpc("ModelInfer", message))
 
     def predict(self, name: str, payload: Any, version: str | None = None) -> dict[str, Any]:
@@ -160,7 +172,7 @@ class Client:
 
     def _check(self, reply: httpx.Response, call: str) -> httpx.Response:
         if reply.status_code >= 400:
-            raise InferenceServerError(reply.status_code, _reason(reply), call)
+            raise InferenceServerError(reply.status_code, rest_error_reason(reply), call)
         return reply
 
     def _grpc(self, method: str, message):
@@ -174,6 +186,11 @@ def _model_path(name: str, version: str | None) -> str:
     return f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
 
 
+def infer_path(name: str, version: str | None = None) -> str:
+    """The REST path of a model's inference endpoint."""
+    return f"{_model_path(name, version)}/infer"
+
+
 def validation_message(error: ValidationError) -> str:
     """The first problem pydantic found, on one line: ``inputs.0.datatype: Input should be ...``."""
     return _located(error.errors()[0])
@@ -184,7 +201,7 @@ def _located(problem: dict) -> str:
     return f"{where}: {problem.get('msg')}"
 
 
-def _reason(reply: httpx.Response) -> str:
+def rest_error_reason(reply: httpx.Response) -> str:
     """The server's own words: MLServer's ``error``, FastAPI's validation ``detail``, or the last log line."""
     try:
         body = reply.json()

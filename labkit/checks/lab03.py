@@ -1,0 +1,294 @@
+"""Checks of lab 03, "Scale and monitor"."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import joblib
+import numpy as np
+from sklearn.ensemble import ExtraTreesClassifier
+
+from labkit import load
+from labkit.checks import Fail, expect_function, register, safe_repr
+from labkit.data import load_breast_cancer
+from labkit.serving import Server
+
+RUNTIMES = Path(__file__).resolve().parents[2] / "labs" / "runtimes"
+RUNTIME_FILE = "batch_runtimes.py"
+PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
+# The SLO of exercise 3, relative to this machine's speed so that it means the same on a laptop and on Binder.
+SLO_CLIENTS = 16
+SLO_BUSY_FACTOR = 6  # busy median latency at most this many times a lone request's to the unbatched model
+SLO_QUIET_EXTRA_S = 0.05  # a lone client may wait at most this much longer than without batching
+
+
+def _number(value, what):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise Fail(f"{what} should be a number, not {safe_repr(value)}.") from None
+    return number
+
+
+# -- exercise 1 -------------------------------------------------------------------------------------------------
+def _random_samples(rng, n):
+    """Latencies with a heavy tail, and failures that answer fast (a refusal is quick) or time out."""
+    latency = rng.lognormal(np.log(rng.uniform(0.005, 0.05)), rng.uniform(0.2, 0.8), size=n)
+    spikes = rng.random(n) < 0.03
+    latency[spikes] *= rng.uniform(5, 30, size=spikes.sum())
+    failed = rng.random(n) < rng.uniform(0.02, 0.2)
+    kinds = rng.choice(["HTTP 500", "HTTP 503", "timeout"], size=n)
+    latency[failed] = np.where(kinds[failed] == "timeout", 10.0, rng.uniform(0.0005, 0.002, size=failed.sum()))
+    samples = [{"start": float(i) * 0.01, "latency": float(x), "error": (str(k) if f else None)}
+               for i, (x, f, k) in enumerate(zip(latency, failed, kinds, strict=True))]
+    return samples, latency[~failed] * 1000, failed.mean()
+
+
+@register(
+    "03.latency_report",
+    points=2,
+    title="Latency percentiles from raw samples",
+    hint="Keep only the samples whose error is None, convert seconds to milliseconds, then np.percentile.",
+)
+def latency_report(answer, rng):
+    expect_function(answer, "latency_report", "a list of samples")
+    for n in [int(rng.integers(150, 400)), int(rng.integers(1000, 3000)), 7]:
+        samples, ok_ms, error_rate = _random_samples(rng, n)
+        got = answer([dict(s) for s in samples])
+        call = f"latency_report(<{n} samples>)"
+        try:
+            got = dict(got)
+        except (TypeError, ValueError):
+            raise Fail(f"{call} returned {safe_repr(got)}; return a dict with p50, p90, p99, max and "
+                       "error_rate.") from None
+        missing = [k for k in [*PERCENTILES, "max", "error_rate"] if k not in got]
+        if missing:
+            raise Fail(f"{call} has no {', '.join(missing)}.")
+        if abs(_number(got["error_rate"], "error_rate") - error_rate) > 1e-9:
+            raise Fail(f"{call}: error_rate should be the fraction of samples whose error is not None "
+                       "(between 0 and 1).")
+        if not math.isclose(_number(got["max"], "max"), ok_ms.max(), rel_tol=1e-6):
+            raise Fail(f"{call}: max should be the slowest successful request in milliseconds. Failed requests "
+                       "do not count: a timeout is not a latency, and a quick refusal is not a fast answer.")
+        for key, q in PERCENTILES.items():
+            value = _number(got[key], key)
+            # Any usual definition of a percentile lies between these two neighbouring order statistics.
+            low = np.percentile(ok_ms, q, method="lower")
+            high = np.percentile(ok_ms, q, method="higher")
+            if not low - 1e-6 <= value <= high + 1e-6:
+                hint = ""
+                if np.percentile(ok_ms / 1000, q, method="lower") - 1e-9 <= value <= \
+                        np.percentile(ok_ms / 1000, q, method="higher") + 1e-9:
+                    hint = " It looks like seconds: report milliseconds."
+                raise Fail(f"{call}: {key} is {value:.3f}, which is not the {q}th percentile of the successful "
+                           f"requests' latencies in milliseconds.{hint}")
+    return "Right percentiles, maximum and error rate for 3 hidden sets of samples, failures left out."
+
+
+# -- exercise 2 -------------------------------------------------------------------------------------------------
+def reference_workers(cores, memory_mb, main_mb, worker_mb):
+    fit = int((memory_mb - main_mb) // worker_mb) if memory_mb > main_mb else 0
+    return max(0, min(int(cores), fit))
+
+
+@register(
+    "03.workers",
+    points=1,
+    title="How many parallel workers",
+    hint="One worker per core at most, and only as many as fit in the memory left after the main process.",
+)
+def workers(answer, rng):
+    expect_function(answer, "workers_for", "cores, memory_mb, main_mb and worker_mb")
+    cases = [(2, 2048, 250, 150), (8, 1024, 250, 300), (4, 300, 250, 150)]
+    cases += [(int(rng.integers(1, 65)), int(rng.integers(256, 32768)), int(rng.integers(150, 400)),
+               int(rng.integers(100, 2000))) for _ in range(12)]
+    for cores, memory, main, worker in cases:
+        call = f"workers_for({cores}, {memory}, {main}, {worker})"
+        got = answer(cores, memory, main, worker)
+        expected = reference_workers(cores, memory, main, worker)
+        try:
+            ok = int(got) == got and int(got) == expected
+        except (TypeError, ValueError):
+            raise Fail(f"{call} returned {safe_repr(got)}; return a whole number of workers.") from None
+        if not ok:
+            if expected == 0:
+                why = "not even one worker fits next to the main process: run in the main process"
+            elif expected == cores:
+                why = "more workers than cores cannot run at the same time"
+            else:
+                why = "memory, not cores, is the limit here"
+            raise Fail(f"{call} returned {safe_repr(got)}; {why}.")
+    return "Right for 15 machines: never more workers than cores, never more than fit in memory."
+
+
+# -- exercise 3 -------------------------------------------------------------------------------------------------
+def make_forest(X, y):
+    """The model of lab 03: 300 small trees, so one call costs about the same for 1 row as for 32."""
+    return ExtraTreesClassifier(n_estimators=300, max_depth=3, max_features=3, random_state=0, n_jobs=1).fit(X, y)
+
+
+@lru_cache(maxsize=1)
+def _forest():
+    data = load_breast_cancer()
+    return make_forest(data.X.values, data.y.values), data.X.values
+
+
+def write_model(folder: Path, model, implementation: str = "BatchAwareModel", **settings) -> Path:
+    """A model folder for ``batch_runtimes``: artefact, runtime code and settings (batching included)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, folder / "model.joblib")
+    shutil.copy(RUNTIMES / RUNTIME_FILE, folder / RUNTIME_FILE)
+    body = {"name": folder.name, "implementation": f"batch_runtimes.{implementation}",
+            "parameters": {"uri": "./model.joblib"}, **settings}
+    (folder / "model-settings.json").write_text(json.dumps(body, indent=2))
+    return folder
+
+
+def measure_slo(settings: dict, rows: np.ndarray, model) -> dict:
+    """Serve ``model`` unbatched and with ``settings``; the figures the SLO of exercise 3 is judged on."""
+    folder = Path(tempfile.mkdtemp(prefix="labkit-03-"))
+    write_model(folder / "unbatched", model)
+    write_model(folder / "candidate", model, **settings)
+    server = Server(folder, settings={"parallel_workers": 0}, timeout=20).start()
+    try:
+        # Few requests, so that the check stays well within its time limit; medians are stable with few.
+        lone_unbatched = load.run(server, "unbatched", rows[:1], concurrency=1, requests=6, warmup=2, duration=2,
+                                  progress=False)
+        lone = load.run(server, "candidate", rows[:1], concurrency=1, requests=6, warmup=1, duration=2,
+                        progress=False)
+        busy = load.run(server, "candidate", list(rows[:, None, :]), concurrency=SLO_CLIENTS, requests=48,
+                        warmup=SLO_CLIENTS, duration=3, progress=False)
+    finally:
+        # A graceful stop takes about a second: the verdict need not wait for it.
+        threading.Thread(target=_stop_and_remove, args=(server, folder), name="labkit-03-stop").start()
+    return {"reference_s": lone_unbatched.p50, "quiet_s": lone.p50, "busy_s": busy.p50,
+            "errors": {**lone.errors, **busy.errors}, "throughput": busy.throughput}
+
+
+def _stop_and_remove(server: Server, folder: Path) -> None:
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@register(
+    "03.batching_slo",
+    points=3,
+    title="Batching settings that meet an SLO",
+    hint="Let a batch hold every request that the busy clients can have in flight, and keep the wait short: "
+         "at quiet times each lone request waits up to max_batch_time.",
+)
+def batching_slo(answer, rng):
+    try:
+        settings = dict(answer)
+    except (TypeError, ValueError):
+        raise Fail(f"batching should be a dict with max_batch_size and max_batch_time, not "
+                   f"{safe_repr(answer)}.") from None
+    if set(settings) != {"max_batch_size", "max_batch_time"}:
+        raise Fail(f"batching should have exactly the keys max_batch_size and max_batch_time, not "
+                   f"{sorted(map(str, settings))}.")
+    size, wait = settings["max_batch_size"], _number(settings["max_batch_time"], "max_batch_time")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= 1024:
+        raise Fail(f"max_batch_size is a whole number of requests from 1 to 1024, not {safe_repr(size)}.")
+    if not 0 <= wait <= 5:
+        raise Fail(f"max_batch_time is in seconds, from 0 to 5, not {wait!r}.")
+    if size <= 1 or wait <= 0:
+        raise Fail("With max_batch_size 1 or max_batch_time 0 MLServer does not batch at all: the 16 clients "
+                   "queue behind each other and each waits for about 16 predictions.")
+    model, X = _forest()
+    rows = X[rng.choice(len(X), size=32, replace=False)]
+    figures = measure_slo({"max_batch_size": int(size), "max_batch_time": wait}, rows, model)
+    if figures["errors"]:
+        raise Fail(f"Some requests failed: {figures['errors']}.")
+    reference, quiet, busy = figures["reference_s"], figures["quiet_s"], figures["busy_s"]
+    measured = (f"a lone request took {quiet * 1000:.0f} ms (unbatched: {reference * 1000:.0f} ms); with "
+                f"{SLO_CLIENTS} clients the median was {busy * 1000:.0f} ms = {busy / reference:.1f} x")
+    if quiet > reference + SLO_QUIET_EXTRA_S:
+        raise Fail(f"Too slow when quiet: {measured}. A lone request waits up to max_batch_time for company "
+                   "that never comes.")
+    if busy > SLO_BUSY_FACTOR * reference:
+        raise Fail(f"Too slow when busy: {measured}; the SLO allows {SLO_BUSY_FACTOR} x. Let batches hold "
+                   "more of the requests in flight, and do not make them wait for more than can arrive.")
+    return f"Your settings meet the SLO on a real server: {measured}."
+
+
+# -- exercise 4 -------------------------------------------------------------------------------------------------
+BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, math.inf]
+
+
+def reference_alarm(series, threshold, objective=0.99, windows=2):
+    states, streak = [], 0
+    for before, after in zip(series, series[1:], strict=False):
+        first, last = np.asarray(before["count"], float), np.asarray(after["count"], float)
+        delta = last - first if (last >= first).all() else last
+        at = list(after["le"]).index(threshold)
+        total = delta[-1]
+        breaching = total > 0 and (total - delta[at]) / total > 1 - objective
+        streak = streak + 1 if breaching else 0
+        states.append(streak >= windows)
+    return states
+
+
+def random_series(rng, threshold, n):
+    """Cumulative latency histograms scraped over time: calm, overloaded, idle, and a restart."""
+    counts = np.zeros(len(BOUNDS))
+    series, t = [], 0.0
+    regime = "calm"
+    for i in range(n):
+        series.append({"time": round(t, 3), "le": list(BOUNDS), "count": counts.tolist()})
+        t += 5.0
+        regime = rng.choice(["calm", "calm", "hot", "warm", "idle"]) if rng.random() < 0.35 else regime
+        if i == n // 2:
+            counts = np.zeros(len(BOUNDS))  # the server restarted: counters start again from 0
+        if regime == "idle":
+            continue
+        size = int(rng.integers(50, 400))
+        scale = {"calm": threshold / 8, "warm": threshold / 2.5, "hot": threshold * 1.5}[regime]
+        latencies = rng.lognormal(np.log(scale), 0.5, size=size)
+        counts = counts + np.array([(latencies <= b).sum() for b in BOUNDS])
+    return series
+
+
+@register(
+    "03.slo_alarm",
+    points=3,
+    title="An SLO alarm rule on scraped histograms",
+    hint="Per interval: the new observations are the later cumulative counts minus the earlier ones (or the "
+         "later ones alone after a restart); slow = all new - new at or below the threshold.",
+)
+def slo_alarm(answer, rng):
+    expect_function(answer, "slo_alarm", "a series of scrapes, a threshold, an objective and a window count")
+    for _ in range(6):
+        threshold = float(rng.choice([0.05, 0.1, 0.25, 0.5]))
+        objective = float(rng.choice([0.9, 0.95, 0.99]))
+        windows = int(rng.integers(1, 4))
+        series = random_series(rng, threshold, int(rng.integers(14, 30)))
+        expected = reference_alarm(series, threshold, objective, windows)
+        call = f"slo_alarm(<{len(series)} scrapes>, {threshold}, {objective}, {windows})"
+        got = answer(json.loads(json.dumps(series)), threshold, objective, windows)
+        try:
+            got = [bool(x) for x in got]
+        except TypeError:
+            raise Fail(f"{call} returned {safe_repr(got)}; return a list of booleans, one per scrape after "
+                       "the first.") from None
+        if len(got) != len(expected):
+            raise Fail(f"{call} returned {len(got)} states; there is one per interval between scrapes, "
+                       f"{len(expected)} here.")
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            if g != e:
+                after = series[i + 1]
+                idle = after["count"][-1] == series[i]["count"][-1]
+                restart = after["count"][-1] < series[i]["count"][-1]
+                why = ("no request arrived in this interval, and no traffic breaks no SLO" if idle and not restart
+                       else "the counters dropped here: the server restarted, so the later counts are all new"
+                       if restart else f"count the intervals in breach in a row: it fires after {windows}")
+                state = "fire" if e else "stay quiet"
+                raise Fail(f"{call}: at scrape {i + 1} (t = {after['time']:g} s) the alarm should {state}; "
+                           f"{why}.")
+    return "Your rule fires exactly when the SLO is broken for long enough, on 6 hidden series with idle " \
+           "periods and a restart."
