@@ -119,8 +119,11 @@ def _malformed_rest(rng, dataset):
     elif kind == 2:  # NaN or infinity in otherwise good rows
         bad = rows.copy()
         bad[rng.integers(len(bad)), rng.integers(30)] = rng.choice([np.nan, np.inf, -np.inf])
-        body = {"inputs": [{"name": "f", "shape": list(bad.shape), "datatype": "FP64", "data": bad.ravel().tolist()}]}
-        return path, json.dumps(body)  # Python's json writes NaN and Infinity, as many clients do
+        data = bad.ravel().tolist()
+        if rng.random() < 0.5:  # as pydantic writes them (null), else as Python's json does (NaN, Infinity)
+            data = [None if not np.isfinite(v) else v for v in data]
+        body = {"inputs": [{"name": "f", "shape": list(bad.shape), "datatype": "FP64", "data": data}]}
+        return path, json.dumps(body)
     elif kind == 3:  # empty or oversized batch
         n = int(rng.choice([0, MAX_ROWS + 1, MAX_ROWS * 3]))
         body = {"inputs": [{"name": "f", "shape": [n, 30], "datatype": "FP64", "data": [0.5] * (n * 30)}]}
