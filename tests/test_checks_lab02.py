@@ -49,7 +49,7 @@ def solution(name):
     """The function that a solution cell defines, executed from the notebook's source."""
     cell = next(c.source for c in nbformat.read(SOLUTION, as_version=4).cells
                 if c.cell_type == "code" and c.source.startswith(f"def {name}("))
-    namespace = {}
+    namespace = {"text_string_to_metric_families": text_string_to_metric_families, "version": version}  # as imported there
     exec(cell, namespace)
     return namespace[name]
 
@@ -152,7 +152,9 @@ def test_runtime_without_validation_fails(tmp_path, frame_model, dataset):
 
 
 def test_runtime_with_swapped_labels_fails(tmp_path, frame_model, dataset):
-    folder = model_folder(tmp_path / "m", frame_model, list(reversed(dataset.target_names)))
+    folder = model_folder(tmp_path / "m", frame_model, dataset.target_names)
+    source = (folder / "diagnosis_runtime.py").read_text()
+    (folder / "diagnosis_runtime.py").write_text(source.replace("probabilities.argmax(", "probabilities.argmin("))
     feedback = check("02.runtime", str(folder))
     assert feedback.status == "failed" and "'label'" in feedback.message, feedback.message
 
