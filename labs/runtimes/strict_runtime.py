@@ -23,10 +23,11 @@ class StrictDiagnosisModel(DiagnosisModel):
             raise InferenceError(f"cannot decode the request: {error}") from None
         if isinstance(decoded, pd.DataFrame):
             missing = [c for c in self._columns if c not in decoded.columns]
+            if missing:
+                raise InferenceError(f"missing columns {missing[:3]}; send all {len(self._columns)} columns")
             extra = [str(c) for c in decoded.columns if c not in self._columns]
-            if missing or extra:
-                raise InferenceError(f"missing columns {missing[:3]}, unexpected columns {extra[:3]}; "
-                                     f"send the {len(self._columns)} columns of the model's metadata")
+            if extra:
+                raise InferenceError(f"unexpected columns {extra[:3]}; send only the model's {len(self._columns)}")
             frame = decoded[self._columns]
         else:
             array = np.asarray(decoded)
