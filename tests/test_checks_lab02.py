@@ -49,7 +49,8 @@ def solution(name):
     """The function that a solution cell defines, executed from the notebook's source."""
     cell = next(c.source for c in nbformat.read(SOLUTION, as_version=4).cells
                 if c.cell_type == "code" and c.source.startswith(f"def {name}("))
-    namespace = {"text_string_to_metric_families": text_string_to_metric_families, "version": version}  # as imported there
+    # the names the notebook imported for these functions
+    namespace = {"text_string_to_metric_families": text_string_to_metric_families, "version": version}
     exec(cell, namespace)
     return namespace[name]
 

@@ -109,6 +109,7 @@ def _bad_requests(rows, columns, max_rows, rng):
         ("a NaN or infinite value", "rest",
          tensor([v if np.isfinite(v) else None for v in with_nan.ravel().tolist()], [n_rows, n_cols])),
         ("strings instead of numbers", "rest", tensor(["x"] * (n_rows * n_cols), [n_rows, n_cols], "BYTES")),
+        ("fractions declared as INT8", "rest", tensor(rows.ravel().tolist(), [n_rows, n_cols], "INT8")),
         ("an empty batch", "rest", tensor([], [0, n_cols])),
         ("an empty batch", "grpc", rows[:0]),
         (f"{oversized} rows, more than max_rows ({max_rows})", "rest",

@@ -8,15 +8,17 @@ from mlserver.types import InferenceRequest
 
 from diagnosis_runtime import DiagnosisModel
 
-NUMBERS = ("FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+# The datatypes that carry the features without loss: MLServer casts the values to the declared type,
+# so fractions sent as INT8 would arrive truncated.
+FLOATS = ("FP32", "FP64")
 
 
 class StrictDiagnosisModel(DiagnosisModel):
     def _features(self, payload: InferenceRequest) -> pd.DataFrame:
         ### BEGIN SOLUTION
         for tensor in payload.inputs:
-            if tensor.datatype not in NUMBERS:
-                raise InferenceError(f"input {tensor.name!r} is {tensor.datatype}; send numbers (FP64)")
+            if tensor.datatype not in FLOATS:
+                raise InferenceError(f"input {tensor.name!r} is {tensor.datatype}; send FP64 (or FP32) numbers")
         try:
             decoded = self.decode_request(payload, default_codec=NumpyRequestCodec)
         except Exception as error:  # a codec's complaint about the tensors is the client's to fix
