@@ -1,0 +1,338 @@
+"""Checks of lab 02, "Your own runtime"."""
+
+import json
+import math
+import tempfile
+import threading
+from importlib.metadata import version as installed_version
+from pathlib import Path
+
+import numpy as np
+from mlserver.settings import ModelSettings
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from pydantic import ValidationError
+
+from labkit.checks import Fail, NotAttempted, expect_function, register, safe_repr
+from labkit.client import Client, InferenceServerError, validation_message
+from labkit.data import load_breast_cancer
+
+RUNTIME = "diagnosis_runtime.DiagnosisModel"
+PLACEHOLDER = 'raise NotImplementedError("Replace this line with your code")'
+BAD_REQUEST = {"rest": 400, "grpc": "INVALID_ARGUMENT"}
+
+
+def _json_roundtrip(value, what):
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as e:
+        raise Fail(f"{what} cannot be written as JSON ({e}); use plain lists, numbers and strings.") from None
+
+
+@register(
+    "02.settings",
+    points=2,
+    title="model-settings.json for the diagnosis runtime",
+    hint="Start from the settings of diagnosis v1 above; the number of classes sets the shape of 'probabilities'.",
+)
+def settings(answer, rng):
+    expect_function(answer, "make_settings", "a name, a version, a list of class names and a number of features")
+    for _ in range(5):
+        name = f"{rng.choice(['triage', 'churn', 'fraud', 'iris', 'wine'])}-{int(rng.integers(1, 99))}"
+        version = f"v{int(rng.integers(1, 20))}"
+        class_names = [f"{rng.choice(['low', 'mid', 'high', 'a', 'b', 'c'])}{i}" for i in range(rng.integers(2, 6))]
+        n_features = int(rng.integers(2, 60))
+        call = f"make_settings({name!r}, {version!r}, {class_names!r}, {n_features})"
+        got = answer(name, version, list(class_names), n_features)
+        if not isinstance(got, dict):
+            raise Fail(f"{call} returned {safe_repr(got)}; return a dict, the content of model-settings.json.")
+        got = _json_roundtrip(got, f"The result of {call}")
+        try:
+            parsed = ModelSettings.model_validate(dict(got))
+        except ValidationError as e:
+            raise Fail(f"MLServer rejects the settings of {call}: {validation_message(e)}") from None
+        if parsed.name != name:
+            raise Fail(f"{call} names the model {parsed.name!r}; clients will call it {name!r}.")
+        if got.get("implementation") != RUNTIME:
+            raise Fail(f"The implementation should be the runtime class as module.Class: {RUNTIME!r}.")
+        parameters = parsed.parameters
+        if parameters is None or parameters.uri != "./model.joblib":
+            raise Fail(f"{call}: parameters.uri should point to the artefact next to the settings, './model.joblib'.")
+        if parameters.version != version:
+            raise Fail(f"{call}: the version goes in parameters.version, here {version!r}.")
+        if (parameters.extra or {}).get("class_names") != class_names:
+            raise Fail(f"{call}: the runtime reads the class names from parameters.extra.class_names, in order.")
+        inputs = parsed.inputs or []
+        if len(inputs) != 1 or inputs[0].datatype != "FP64" or list(inputs[0].shape) != [-1, n_features]:
+            raise Fail(f"{call} should declare one input: FP64 rows of {n_features} features, shape "
+                       f"[-1, {n_features}].")
+        outputs = {o.name: o for o in parsed.outputs or []}
+        if set(outputs) != {"label", "probabilities"}:
+            raise Fail(f"{call} declares the outputs {sorted(outputs)}; the runtime returns 'label' and "
+                       "'probabilities'.")
+        label, proba = outputs["label"], outputs["probabilities"]
+        label_type = label.parameters.content_type if label.parameters else None
+        if label.datatype != "BYTES" or list(label.shape) != [-1, 1] or label_type != "str":
+            raise Fail("'label' holds one class name per row: datatype BYTES, shape [-1, 1] and content type "
+                       f"'str' so that clients decode strings (got {label.datatype}, {label.shape}, {label_type}).")
+        if proba.datatype != "FP64" or list(proba.shape) != [-1, len(class_names)]:
+            raise Fail(f"'probabilities' holds one probability per class and row: FP64 with shape "
+                       f"[-1, {len(class_names)}] for {len(class_names)} classes "
+                       f"(got {proba.datatype}, {proba.shape}).")
+    return "MLServer accepts your settings for 5 hidden models, with their versions, class names and tensors."
+
+
+# -- the strict runtime ------------------------------------------------------------------------------
+
+
+def _bad_requests(rows, columns, max_rows, rng):
+    """(what, protocol, payload) of requests a strict runtime must refuse, a random selection."""
+
+    def tensor(values, shape, datatype="FP64"):
+        return {"inputs": [{"name": "features", "shape": shape, "datatype": datatype, "data": values}]}
+
+    n_rows, n_cols = rows.shape
+    wrong_cols = int(rng.choice([c for c in range(2, 2 * n_cols) if c != n_cols]))
+    with_nan = rows.copy()
+    with_nan[rng.integers(n_rows), rng.integers(n_cols)] = rng.choice([np.nan, np.inf, -np.inf])
+    frame = load_breast_cancer().X.iloc[: n_rows].copy()
+    frame[:] = rows
+    missing = frame.drop(columns=frame.columns[rng.integers(n_cols)])
+    extra = frame.assign(**{f"extra_{int(rng.integers(100))}": 1.0})
+    oversized = int(max_rows + rng.integers(1, 20))
+    candidates = [
+        (f"{wrong_cols} columns instead of {n_cols}", "rest",
+         tensor(rng.normal(size=n_rows * wrong_cols).tolist(), [n_rows, wrong_cols])),
+        (f"{wrong_cols} columns instead of {n_cols}", "grpc", rng.normal(size=(n_rows, wrong_cols))),
+        # JSON has no NaN or infinity: clients send null (pydantic does), which decodes to NaN
+        ("a NaN or infinite value", "rest",
+         tensor([v if np.isfinite(v) else None for v in with_nan.ravel().tolist()], [n_rows, n_cols])),
+        ("strings instead of numbers", "rest", tensor(["x"] * (n_rows * n_cols), [n_rows, n_cols], "BYTES")),
+        ("fractions declared as INT8", "rest", tensor(rows.ravel().tolist(), [n_rows, n_cols], "INT8")),
+        ("an empty batch", "rest", tensor([], [0, n_cols])),
+        ("an empty batch", "grpc", rows[:0]),
+        (f"{oversized} rows, more than max_rows ({max_rows})", "rest",
+         tensor([0.5] * (oversized * n_cols), [oversized, n_cols])),
+        ("a one-dimensional tensor", "rest", tensor(rows[0].tolist(), [n_cols])),
+        ("a three-dimensional tensor", "grpc", np.stack([rows, rows], axis=-1)),
+        ("a DataFrame with a missing column", "rest", missing),
+        ("a DataFrame with an extra column", "grpc", extra),
+        ("a declared shape larger than the data", "rest", tensor(rows.ravel().tolist(), [n_rows + 7, n_cols])),
+    ]
+    chosen = rng.choice(len(candidates), size=8, replace=False)
+    return [candidates[i] for i in sorted(chosen)]
+
+
+def _read_folder(answer):
+    if not isinstance(answer, str):
+        raise Fail(f"Pass the path of your model folder as a string, not {safe_repr(answer)}.")
+    folder = Path(answer).expanduser().resolve()  # relative to the notebook's working directory
+    settings_file = folder / "model-settings.json"
+    if not settings_file.is_file():
+        raise Fail(f"There is no model-settings.json in {answer!r}; run the cell that builds the model folder.")
+    try:
+        settings = json.loads(settings_file.read_text())
+        extra = settings["parameters"]["extra"]
+        class_names = list(extra["class_names"])
+        max_rows = int(extra.get("max_rows", 1000))
+        module = str(settings["implementation"]).rpartition(".")[0]
+        name = str(settings.get("name") or folder.name)
+    except (ValueError, KeyError, TypeError) as e:
+        raise Fail(f"The model-settings.json in {answer!r} lacks what the runtime needs ({safe_repr(e)}).") from None
+    source = folder / f"{module}.py"
+    if not source.is_file():
+        raise Fail(f"The runtime module {module}.py is not in the model folder; copy it there.")
+    if PLACEHOLDER in source.read_text(errors="replace"):
+        raise NotAttempted("Your runtime still raises NotImplementedError: write _features, run its cell, "
+                           "the cell that builds the model folder, then this one.")
+    return folder, name, class_names, max_rows
+
+
+@register(
+    "02.runtime",
+    points=4,
+    title="A runtime that refuses bad requests with a 400",
+    hint="Decode first (catching the codec's errors), then check the shape or the columns, the batch size, and "
+         "finite values; raise InferenceError with a message that says what to send instead.",
+)
+def runtime(answer, rng):
+    import joblib
+    import pandas as pd
+
+    from labkit.serving import Server, ServerError
+
+    folder, name, class_names, max_rows = _read_folder(answer)
+    try:
+        model = joblib.load(folder / "model.joblib")
+        columns = list(model.feature_names_in_)
+    except Exception as e:
+        raise Fail(f"Cannot load model.joblib from the folder as a model trained on a DataFrame ({e}).") from None
+    X = load_breast_cancer().X
+    if list(X.columns) != columns:
+        raise Fail("The model in the folder was not trained on the breast cancer columns.")
+
+    with tempfile.TemporaryDirectory(prefix="labkit-check-") as repository:
+        (Path(repository) / folder.name).symlink_to(folder, target_is_directory=True)
+        try:
+            server = Server(repository, settings={"parallel_workers": 0}, timeout=9).start()
+        except ServerError as e:
+            raise Fail(f"MLServer could not serve your model folder:\n{str(e)[-600:]}") from None
+        clients = {"rest": Client(server, "rest", timeout=5), "grpc": Client(server, "grpc", timeout=5)}
+        try:
+            for i in range(4):
+                protocol = "rest" if i % 2 == 0 else "grpc"
+                picked = X.iloc[rng.integers(len(X), size=int(rng.integers(1, 9)))]
+                rows = picked * rng.normal(1, 0.03, size=picked.shape)
+                try:
+                    served = clients[protocol].predict(name, rows.to_numpy())
+                except InferenceServerError as e:
+                    raise Fail(f"A good request of {len(rows)} rows over {protocol} was refused with {e.status}: "
+                               f"{e.reason[:300]}") from None
+                expected = model.predict_proba(rows)
+                labels = [class_names[k] for k in expected.argmax(axis=1)]
+                if [str(x) for x in np.ravel(served.get("label", []))] != labels:
+                    raise Fail(f"For a good request of {len(rows)} rows, 'label' is not the class names of the "
+                               "model's most probable classes.")
+                got = np.asarray(served.get("probabilities", []), dtype=float)
+                if got.shape != expected.shape or not np.allclose(got, expected, rtol=0, atol=1e-6):
+                    raise Fail(f"For a good request of {len(rows)} rows, 'probabilities' differ from the model's "
+                               "predict_proba.")
+            refusals = []
+            for what, protocol, payload in _bad_requests(X.iloc[:3].to_numpy(), columns, max_rows, rng):
+                if isinstance(payload, pd.DataFrame):
+                    from mlserver.codecs import PandasCodec
+
+                    payload = PandasCodec.encode_request(payload)
+                try:
+                    clients[protocol].infer(name, payload)
+                except InferenceServerError as e:
+                    if e.status != BAD_REQUEST[protocol] or not str(e.reason).strip():
+                        raise Fail(f"A request with {what} (over {protocol}) got {e.status}: {e.reason[:300]}; "
+                                   f"expected {BAD_REQUEST[protocol]} with a message that says what was "
+                                   "wrong.") from None
+                    refusals.append(e.reason)
+                else:
+                    raise Fail(f"A request with {what} (over {protocol}) was answered; refuse it with a 400.")
+            if not (clients["rest"].live() and clients["rest"].model_ready(name)):
+                raise Fail("After the bad requests the server no longer serves your model.")
+        finally:
+            for client in clients.values():
+                client.close()
+            # Stopping takes over a second (a graceful SIGTERM); the verdict need not wait for it. Not a
+            # daemon: Python joins the thread before its exit hooks, so a process that ends right away
+            # still stops the server in order.
+            threading.Thread(target=server.stop, name="labkit-stop-check-server").start()
+    return (f"4 hidden good requests answered correctly over REST and gRPC, {len(refusals)} bad ones refused "
+            f"with 400 and a reason (such as: {refusals[0][:120]!r}), and the server kept serving.")
+
+
+# -- custom metrics -----------------------------------------------------------------------------------
+
+
+@register(
+    "02.metric_mean",
+    points=2,
+    title="The mean of a custom metric, from the metrics endpoint",
+    hint="prometheus_client.parser.text_string_to_metric_families; a histogram's mean is its _sum over its _count.",
+)
+def metric_mean(answer, rng):
+    expect_function(answer, "metric_mean", "the metrics text, a metric name, a model name and a version")
+    for case in range(4):
+        registry = CollectorRegistry()
+        metrics = {
+            name: Histogram(name, "a custom metric", ["model_name", "model_version"], registry=registry)
+            for name in ("diagnosis_malignant_share", "diagnosis_rows", "diagnosis_malignant_share_max")
+        }
+        truth = {}
+        for metric_name, metric in metrics.items():
+            for model in ("diagnosis", "cancer", "diagnosis-2"):
+                for version in ("v1", "v2", "v10"):
+                    n = int(rng.integers(0, 6))
+                    values = rng.uniform(0, 50, size=n)
+                    for value in values:
+                        metric.labels(model_name=model, model_version=version).observe(value)
+                    truth[metric_name, model, version] = float(values.mean()) if n else None
+        text = generate_latest(registry).decode()
+        metric_name = ["diagnosis_malignant_share", "diagnosis_rows"][case % 2]
+        model = str(rng.choice(["diagnosis", "cancer", "diagnosis-2"]))
+        version = str(rng.choice(["v1", "v2", "v10"]))
+        if case == 3:  # a version with no observations at all
+            version = "v3"
+        expected = truth.get((metric_name, model, version))
+        call = f"metric_mean(text, {metric_name!r}, {model!r}, {version!r})"
+        got = answer(text, metric_name, model, version)
+        if expected is None:
+            if got is not None:
+                raise Fail(f"{call} returned {safe_repr(got)}, but that model version has no observations; "
+                           "return None then.")
+            continue
+        try:
+            value = float(got)
+        except (TypeError, ValueError):
+            raise Fail(f"{call} returned {safe_repr(got)}; return the mean as a number.") from None
+        if not math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-12):
+            raise Fail(f"{call} returned {value:g}; expected the mean of that model version's observations "
+                       "(its _sum divided by its _count), not of another metric, model or version.")
+    return "Right means for 4 hidden metrics texts, other models, versions and look-alike metrics ignored."
+
+
+# -- packaging ------------------------------------------------------------------------------------------
+
+PACKAGES = ["mlserver", "mlserver-sklearn", "scikit-learn", "joblib", "pandas", "numpy", "scipy", "threadpoolctl"]
+
+
+def _spelling(name, rng):
+    """The same distribution as people write it: Scikit_Learn, scikit-learn, SCIKIT.LEARN."""
+    separator = str(rng.choice(["-", "_", "."]))
+    name = name.replace("-", separator)
+    return [name, name.upper(), name.title()][int(rng.integers(3))]
+
+
+@register(
+    "02.requirements",
+    points=2,
+    title="requirements.txt with exact pins",
+    hint="importlib.metadata.version(name) gives the installed version; write one 'name==version' line per package.",
+)
+def requirements(answer, rng):
+    expect_function(answer, "make_requirements", "a list of package names")
+    for _ in range(3):
+        chosen = [str(p) for p in rng.choice(PACKAGES, size=int(rng.integers(2, 6)), replace=False)]
+        asked = [_spelling(p, rng) for p in chosen]
+        call = f"make_requirements({asked!r})"
+        got = answer(list(asked))
+        if not isinstance(got, str):
+            raise Fail(f"{call} returned {safe_repr(got)}; return the text of requirements.txt (a string).")
+        pins = {}
+        for line in got.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            try:
+                requirement = Requirement(line)
+            except InvalidRequirement:
+                raise Fail(f"{call}: pip cannot read the line {line!r}.") from None
+            pins[canonicalize_name(requirement.name)] = requirement
+        wanted = {canonicalize_name(p) for p in chosen}
+        if set(pins) != wanted:
+            raise Fail(f"{call} should pin exactly the {len(wanted)} packages asked for, one per line "
+                       f"(got {sorted(pins)}).")
+        for name, requirement in pins.items():
+            specifiers = list(requirement.specifier)
+            exact = installed_version(name)
+            if len(specifiers) != 1 or specifiers[0].operator != "==" or specifiers[0].version != exact:
+                raise Fail(f"{call}: {name} should be pinned with == to the version installed here, so that the "
+                           f"image runs what you tested (got {str(requirement)!r}).")
+    missing = f"no-such-package-{int(rng.integers(10**6))}"
+    try:
+        answer([missing])
+    except Exception as e:
+        if missing not in str(e):
+            raise Fail(f"make_requirements([{missing!r}]) raised an error that does not name the package: "
+                       f"{safe_repr(str(e))}") from None
+    else:
+        raise Fail(f"make_requirements([{missing!r}]) returned; a package that is not installed should raise an "
+                   "error naming it, so that a broken image is not built.")
+    return "Exact pins of the installed versions for 3 hidden package lists, whatever their spelling; a clear error "\
+           "for a package that is not installed."
