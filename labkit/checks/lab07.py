@@ -88,6 +88,9 @@ def mahalanobis(answer, rng):
                                                                               int(rng.integers(2**32)))
         call = f"MahalanobisDetector(<1500 rows of {d} features>, fpr={fpr})"
         detector = answer(reference.copy(), fpr)
+        if not callable(getattr(detector, "predict", None)):
+            raise Fail(f"{call} returned {safe_repr(detector)}, which has no predict method; the class's "
+                       "constructor fits the detector, and predict(X) returns the flags and scores.")
         clean_flags, clean_scores = _flags_and_scores(detector.predict(clean.copy()), len(clean),
                                                       f"{call}.predict(<4000 rows>)")
         out_flags, out_scores = _flags_and_scores(detector.predict(outliers.copy()), len(outliers),
@@ -234,6 +237,9 @@ def runtime(answer, rng):
         try:
             with Server(repository, settings={"parallel_workers": 0}, timeout=8) as server, \
                     Client(server, "rest") as client:
+                if not client.model_ready(name):
+                    raise Fail(f"MLServer could not load the model {name!r} from your folder. The end of its "
+                               f"log:\n{server.logs(6)[-800:]}")
                 served = client.predict(name, rows[order])
         except ServerError as e:
             raise Fail(f"The folder could not be served: {str(e)[-600:]}") from None
