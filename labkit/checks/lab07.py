@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -197,6 +198,12 @@ def best_threshold(answer, rng):
 # -- exercise 4: the served guard -----------------------------------------------------------------
 
 
+def _load_error(log: str) -> str:
+    """The last exception line of a server log (what went wrong), or its last lines."""
+    errors = re.findall(r"^[\w.]*(?:Error|Exception)\b.*$", log, flags=re.MULTILINE)
+    return errors[-1][:500] if errors else "\n".join(log.splitlines()[-6:])[-600:]
+
+
 @register(
     "07.runtime",
     points=3,
@@ -238,11 +245,11 @@ def runtime(answer, rng):
             with Server(repository, settings={"parallel_workers": 0}, timeout=8) as server, \
                     Client(server, "rest") as client:
                 if not client.model_ready(name):
-                    raise Fail(f"MLServer could not load the model {name!r} from your folder. The end of its "
-                               f"log:\n{server.logs(6)[-800:]}")
+                    raise Fail(f"MLServer could not load the model {name!r} from your folder: "
+                               f"{_load_error(server.logs(200))}")
                 served = client.predict(name, rows[order])
         except ServerError as e:
-            raise Fail(f"The folder could not be served: {str(e)[-600:]}") from None
+            raise Fail(f"The folder could not be served: {_load_error(str(e))}") from None
         except InferenceServerError as e:
             raise Fail(f"The server refused a request of {len(rows)} rows of 64 FP32 pixels: {e}") from None
     missing = {"predict", "outlier_score", "is_outlier"} - set(served)
