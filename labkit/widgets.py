@@ -31,14 +31,17 @@ def threshold_explorer(clean_scores, outlier_scores, threshold: float | None = N
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
 
     clean = np.asarray(clean_scores, dtype=float).ravel()
     outliers = np.asarray(outlier_scores, dtype=float).ravel()
     if len(clean) == 0 or len(outliers) == 0:
         raise ValueError("threshold_explorer needs at least one clean score and one outlier score")
     everything = np.concatenate([clean, outliers])
-    positive = log and bool((everything > 0).all())
     low, high = float(everything.min()), float(everything.max())
+    if high <= low:  # all scores equal: give the slider some room
+        low, high = low - 0.5, high + 0.5
+    positive = log and low > 0
     start = float(np.quantile(clean, 0.95)) if threshold is None else float(threshold)
     if positive:  # scores spanning decades are easier to move through on a log scale
         slider = widgets.FloatLogSlider(value=start, base=10, min=np.log10(low), max=np.log10(high),
@@ -50,8 +53,7 @@ def threshold_explorer(clean_scores, outlier_scores, threshold: float | None = N
     readout = widgets.HTML()
     plot = widgets.Output()
     # the ROC curve does not depend on the threshold: compute it once
-    cuts = np.unique(everything)
-    roc = np.array([[(clean > t).mean(), (outliers > t).mean()] for t in cuts])
+    roc_fpr, roc_recall, _ = roc_curve(np.r_[np.zeros(len(clean)), np.ones(len(outliers))], everything)
 
     def redraw(change=None):
         t = slider.value
@@ -70,7 +72,7 @@ def threshold_explorer(clean_scores, outlier_scores, threshold: float | None = N
                 hist.set_xscale("log")
             hist.set(xlabel=title, ylabel="rows")
             hist.legend(fontsize="small")
-            curve.plot(roc[:, 0], roc[:, 1], color="grey")
+            curve.plot(roc_fpr, roc_recall, color="grey")
             curve.plot([rates["fpr"]], [rates["recall"]], "o", color="black")
             curve.set(xlabel="false positive rate", ylabel="recall", title="ROC curve", xlim=(-0.02, 1.02),
                       ylim=(-0.02, 1.02))

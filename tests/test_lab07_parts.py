@@ -178,3 +178,9 @@ def test_guard_refuses_nan_pixels(guard):
     with pytest.raises(InferenceServerError) as refused:
         guard[0].predict("digits", np.full((2, 64), np.nan))
     assert refused.value.status == 400 and "finite" in str(refused.value)
+
+
+def test_threshold_explorer_with_equal_scores():
+    box = threshold_explorer([1.0, 1.0], [1.0])
+    assert np.isclose(box.slider.value, 1.0)  # the range was widened around the one score
+    assert "<b>0.0%</b> of clean rows" in box.readout.value
