@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -65,3 +66,137 @@ def load_breast_cancer(folder: Path | None = None) -> Dataset:
     y = frame.pop("diagnosis").map({n: i for i, n in enumerate(target_names)}).rename("target")
     card = (folder / "breast_cancer.md").read_text() if (folder / "breast_cancer.md").exists() else ""
     return Dataset(X=frame, y=y.astype(int), target_names=target_names, card=card)
+
+
+# -- Lab 07: digits and seeded outliers ------------------------------------------------------------
+# The 8x8 digits ship with scikit-learn (no download). Digits 0-7 are the "known" classes a model is
+# trained on; 8 and 9 are held out as novel classes. Every perturbation is seeded, so a lab's numbers
+# repeat, and documented in datasets/digits.md.
+
+KNOWN_DIGITS = tuple(range(8))
+DIGIT_PARTS = ("train", "test", "novel")
+DIGIT_OUTLIER_KINDS = ("noise", "mask", "novel", "photo")
+TABULAR_CORRUPTIONS = ("unit", "shuffle")
+
+
+@dataclass
+class Images:
+    """Grey-scale images ``(n, 8, 8)`` with values in [0, 1] (1 = full ink) and their integer labels."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    card: str = ""
+
+    @property
+    def X(self) -> np.ndarray:
+        """The images as rows of 64 pixels, the shape most models take."""
+        return self.images.reshape(len(self.images), -1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        return f"<Images {len(self)} of 8x8, labels {sorted(set(self.labels.tolist()))}>"
+
+
+def load_digits(part: str = "train") -> Images:
+    """scikit-learn's 8x8 handwritten digits, scaled to [0, 1].
+
+    ``part``: ``"train"`` (two thirds of the digits 0-7), ``"test"`` (the other third; the split is fixed,
+    seed 0, stratified by digit) or ``"novel"`` (every 8 and 9, never used for training).
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    if part not in DIGIT_PARTS:
+        raise ValueError(f"part must be one of {DIGIT_PARTS}, not {part!r}")
+    bunch = sklearn_digits()
+    images = (bunch.images / 16.0).astype(np.float32)
+    labels = bunch.target.astype(np.int64)
+    card_path = datasets_dir() / "digits.md"
+    card = card_path.read_text() if card_path.exists() else ""
+    known = np.isin(labels, KNOWN_DIGITS)
+    if part == "novel":
+        return Images(images[~known], labels[~known], card)
+    train, test = train_test_split(np.flatnonzero(known), test_size=1 / 3, random_state=0,
+                                   stratify=labels[known])
+    chosen = np.sort(train if part == "train" else test)
+    return Images(images[chosen], labels[chosen], card)
+
+
+def perturb_digits(images: np.ndarray, kind: str, seed: int) -> np.ndarray:
+    """A perturbed copy of ``images`` (``(n, 8, 8)`` or ``(n, 64)``, values in [0, 1]), same shape.
+
+    ``"noise"``: Gaussian noise with standard deviation 0.35 on every pixel, clipped to [0, 1] (a bad sensor).
+    ``"mask"``: a 4x4 square at a random place set to full ink (a blot on the scan).
+    """
+    array = np.array(images, dtype=np.float32)
+    if array.ndim not in (2, 3) or array.shape[-1] not in (8, 64):
+        raise ValueError(f"images must have shape (n, 8, 8) or (n, 64), not {array.shape}")
+    shape = array.shape
+    square = array.reshape(-1, 8, 8)
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        square = np.clip(square + rng.normal(0, 0.35, size=square.shape), 0, 1)
+    elif kind == "mask":
+        for image, (row, col) in zip(square, rng.integers(0, 5, size=(len(square), 2)), strict=True):
+            image[row : row + 4, col : col + 4] = 1.0
+    else:
+        raise ValueError(f"kind must be 'noise' or 'mask', not {kind!r}")
+    return square.astype(np.float32).reshape(shape)
+
+
+def photo_patches(n: int, seed: int) -> np.ndarray:
+    """``n`` images of another kind: 8x8 grey patches of scikit-learn's two sample photos, scaled to [0, 1]."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos = []
+    for photo in load_sample_images().images:
+        grey = photo.mean(axis=2)
+        h, w = (grey.shape[0] // 4) * 4, (grey.shape[1] // 4) * 4
+        photos.append(grey[:h, :w].reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3)))  # 4x4 block means
+    patches = np.empty((n, 8, 8), dtype=np.float32)
+    for i, which in enumerate(rng.integers(0, len(photos), size=n)):
+        photo = photos[which]
+        row, col = rng.integers(0, photo.shape[0] - 8), rng.integers(0, photo.shape[1] - 8)
+        patch = photo[row : row + 8, col : col + 8]
+        patches[i] = (patch - patch.min()) / max(float(np.ptp(patch)), 1e-9)
+    return patches
+
+
+def digit_outliers(kind: str, n: int, seed: int) -> np.ndarray:
+    """``n`` outlier images ``(n, 8, 8)`` of one kind, drawn with ``seed``.
+
+    ``"noise"`` and ``"mask"`` perturb digits of the test part (see ``perturb_digits``); ``"novel"`` draws
+    8s and 9s; ``"photo"`` cuts patches from photos (``photo_patches``).
+    """
+    if kind not in DIGIT_OUTLIER_KINDS:
+        raise ValueError(f"kind must be one of {DIGIT_OUTLIER_KINDS}, not {kind!r}")
+    rng = np.random.default_rng(seed)
+    if kind == "photo":
+        return photo_patches(n, seed)
+    source = load_digits("novel" if kind == "novel" else "test").images
+    chosen = source[rng.choice(len(source), size=n, replace=n > len(source))]
+    return chosen if kind == "novel" else perturb_digits(chosen, kind, int(rng.integers(2**32)))
+
+
+def corrupt_rows(X, kind: str, seed: int) -> np.ndarray:
+    """A corrupted copy of the rows of ``X`` (2-D, numeric), as data pipelines break them.
+
+    ``"unit"``: in each row one random feature is recorded in a unit ten times smaller (multiplied by 10).
+    ``"shuffle"``: each row is stitched from other rows, every feature taken from a random row of ``X``:
+    every value is ordinary on its own, only the combination is impossible (a join on the wrong key).
+    """
+    array = np.array(X, dtype=np.float64)
+    if array.ndim != 2 or len(array) < 2:
+        raise ValueError(f"X must be 2-D with at least 2 rows, not shape {array.shape}")
+    rng = np.random.default_rng(seed)
+    n, d = array.shape
+    if kind == "unit":
+        array[np.arange(n), rng.integers(0, d, size=n)] *= 10
+    elif kind == "shuffle":
+        array = array[rng.integers(0, n, size=(n, d)), np.arange(d)]
+    else:
+        raise ValueError(f"kind must be one of {TABULAR_CORRUPTIONS}, not {kind!r}")
+    return array

@@ -1,0 +1,276 @@
+"""Checks of lab 07, "Detect outliers"."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from labkit.checks import Fail, expect_function, register, safe_repr
+from labkit.data import corrupt_rows, digit_outliers, load_digits
+
+
+def _scores(value, n: int, call: str) -> np.ndarray:
+    """``value`` as ``n`` finite scores, or a ``Fail`` that says what came back."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise Fail(f"{call} returned {safe_repr(value)}; return one number per row.") from None
+    if array.shape not in ((n,), (n, 1)):
+        raise Fail(f"{call} returned shape {array.shape}; expected {n} scores, one per row.")
+    if not np.isfinite(array).all():
+        raise Fail(f"{call} returned NaN or infinite scores; every score must be a finite number.")
+    return array.reshape(n)
+
+
+def _auc(clean: np.ndarray, outliers: np.ndarray) -> float:
+    """ROC AUC: the probability that an outlier scores above a clean row (ties count half)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([clean, outliers]))
+    n_clean, n_out = len(clean), len(outliers)
+    return float((ranks[n_clean:].sum() - n_out * (n_out + 1) / 2) / (n_clean * n_out))
+
+
+# -- exercise 1: Mahalanobis ---------------------------------------------------------------------
+
+
+def _correlated_table(rng: np.random.Generator, d: int):
+    """A sampler of rows driven by a few hidden factors (so features correlate strongly), partly skewed,
+    like real measurements."""
+    loadings = rng.normal(size=(max(2, d // 4), d))
+    scale = rng.uniform(0.5, 50, size=d)
+    shift = rng.normal(0, 100, size=d)
+    skewed = rng.random(d) < 0.4
+
+    def sample(n: int) -> np.ndarray:
+        z = rng.normal(size=(n, len(loadings))) @ loadings + 0.2 * rng.normal(size=(n, d))
+        z /= z.std(axis=0, keepdims=True) if n > 1 else 1
+        z[:, skewed] = np.exp(0.5 * z[:, skewed])
+        return z * scale + shift
+
+    return sample
+
+
+def _flags_and_scores(result, n: int, call: str):
+    try:
+        data = dict(dict(result)["data"])
+        flags = np.asarray(data["is_outlier"])
+        scores = data.get("instance_score")
+    except (TypeError, ValueError, KeyError):
+        raise Fail(f"{call} returned {safe_repr(result)}; return a dict like alibi-detect's: "
+                   "{'data': {'is_outlier': ..., 'instance_score': ...}, 'meta': {...}}.") from None
+    if flags.shape not in ((n,), (n, 1)) or not np.isin(flags, [0, 1]).all():
+        raise Fail(f"{call}: data['is_outlier'] should hold {n} values 0/1 (or booleans), one per row; "
+                   f"got shape {flags.shape}.")
+    return flags.reshape(n).astype(bool), _scores(scores, n, f"{call}['data']['instance_score']")
+
+
+@register(
+    "07.mahalanobis",
+    points=3,
+    title="A Mahalanobis detector with a threshold for a target false positive rate",
+    hint="Fit the mean and the inverse covariance on X_ref, score X_ref itself, and set the threshold at the "
+         "(1 - fpr) quantile of those scores. Distances to correlated data need the inverse covariance, "
+         "not each feature's standard deviation.",
+)
+def mahalanobis(answer, rng):
+    expect_function(answer, "MahalanobisDetector", "reference rows and a false positive rate")
+    for _ in range(3):
+        d = int(rng.integers(8, 17))
+        fpr = float(rng.choice([0.01, 0.02, 0.05, 0.1]))
+        sample = _correlated_table(rng, d)
+        reference, clean, outliers = sample(1500), sample(4000), corrupt_rows(sample(1000), "shuffle",
+                                                                              int(rng.integers(2**32)))
+        call = f"MahalanobisDetector(<1500 rows of {d} features>, fpr={fpr})"
+        detector = answer(reference.copy(), fpr)
+        if not callable(getattr(detector, "predict", None)):
+            raise Fail(f"{call} returned {safe_repr(detector)}, which has no predict method; the class's "
+                       "constructor fits the detector, and predict(X) returns the flags and scores.")
+        clean_flags, clean_scores = _flags_and_scores(detector.predict(clean.copy()), len(clean),
+                                                      f"{call}.predict(<4000 rows>)")
+        out_flags, out_scores = _flags_and_scores(detector.predict(outliers.copy()), len(outliers),
+                                                  f"{call}.predict(<1000 rows>)")
+        rate = float(clean_flags.mean())
+        # 4 standard deviations of the sampling error of a quantile-based threshold, on both samples
+        tolerance = 4 * math.sqrt(fpr * (1 - fpr) * (1 / 1500 + 1 / 4000)) + 0.003
+        if abs(rate - fpr) > tolerance:
+            raise Fail(f"{call} flags {rate:.1%} of 4000 new clean rows from the same source; a threshold "
+                       f"set for fpr={fpr} should flag about {fpr:.0%}. Set it from the scores of the "
+                       "reference rows, not from a formula that assumes Gaussian data.")
+        auc = _auc(clean_scores, out_scores)
+        if auc < 0.9:
+            raise Fail(f"{call}: instance scores separate clean rows from rows stitched from other rows with "
+                       f"ROC AUC {auc:.2f} only; the Mahalanobis distance reaches well above 0.9. Does your "
+                       "score use the inverse covariance, so that correlations count?")
+        recall = float(out_flags.mean())
+        if recall < 0.5:
+            raise Fail(f"{call} flags only {recall:.0%} of rows stitched from other rows; use the full "
+                       "covariance of the features, not one feature at a time.")
+    return "Right false positive rate within sampling error, and outliers caught, on 3 hidden tables."
+
+
+# -- exercise 2: the VAE's outlier score ----------------------------------------------------------
+
+AUC_FLOORS = {"noise": 0.85, "mask": 0.85, "photo": 0.9}
+
+
+@register(
+    "07.vae_score",
+    points=3,
+    title="An outlier score from the variational autoencoder",
+    hint="Encode the rows, decode the mean of the latent code (no sampling, so the score is repeatable) and "
+         "return the mean squared difference between each row and its reconstruction.",
+)
+def vae_score(answer, rng):
+    expect_function(answer, "outlier_score", "rows of 64 pixels")
+    test = load_digits("test").X
+    clean = test[rng.choice(len(test), size=300, replace=False)]
+    results = []
+    for kind, floor in AUC_FLOORS.items():
+        outliers = digit_outliers(kind, 200, int(rng.integers(2**32))).reshape(200, 64)
+        rows = np.concatenate([clean, outliers])
+        order = rng.permutation(len(rows))
+        call = f"outlier_score(<{len(rows)} rows of 64 pixels>)"
+        scores = np.empty(len(rows))
+        scores[order] = _scores(answer(rows[order].copy()), len(rows), call)
+        auc = _auc(scores[: len(clean)], scores[len(clean) :])
+        if auc < floor:
+            raise Fail(f"Your scores separate hidden clean test digits from '{kind}' outliers with ROC AUC "
+                       f"{auc:.2f}; a working autoencoder score reaches at least {floor}. Higher scores must "
+                       "mean more unusual; is the model trained, and do you compare each row with its own "
+                       "reconstruction?")
+        results.append(f"{kind} {auc:.2f}")
+    again = _scores(answer(clean[:50].copy()), 50, "outlier_score(<50 rows>)")
+    if not np.allclose(again, scores[:50], rtol=1e-4, atol=1e-6):
+        raise Fail("outlier_score gives different scores for the same rows on a second call; decode the "
+                   "latent mean instead of a random sample, so that a threshold means the same every time.")
+    return f"ROC AUC on hidden clean digits against hidden outliers: {', '.join(results)}."
+
+
+# -- exercise 3: the cheapest threshold -----------------------------------------------------------
+
+
+def _expected_cost(threshold, clean, outliers, cost_alarm, cost_miss, outlier_rate) -> float:
+    false_alarms = float((clean > threshold).mean())
+    misses = float((outliers <= threshold).mean())
+    return (1 - outlier_rate) * false_alarms * cost_alarm + outlier_rate * misses * cost_miss
+
+
+@register(
+    "07.best_threshold",
+    points=2,
+    title="The threshold with the lowest expected cost",
+    hint="Try every score as a threshold (and one below all of them); for each, the cost per row is "
+         "(1 - outlier_rate) × FPR × cost_alarm + outlier_rate × (1 - recall) × cost_miss. Keep the cheapest.",
+)
+def best_threshold(answer, rng):
+    expect_function(answer, "best_threshold", "clean scores, outlier scores and the costs")
+    for _ in range(6):
+        clean = rng.gamma(float(rng.uniform(1, 4)), 1.0, size=int(rng.integers(200, 2000)))
+        outliers = rng.gamma(float(rng.uniform(2, 6)), float(rng.uniform(1, 2)), size=int(rng.integers(30, 500)))
+        cost_alarm, cost_miss = float(rng.uniform(0.5, 5)), float(rng.uniform(5, 200))
+        outlier_rate = float(rng.choice([0.001, 0.01, 0.05, 0.2]))
+        call = (f"best_threshold(<{len(clean)} clean scores>, <{len(outliers)} outlier scores>, "
+                f"cost_alarm={cost_alarm:.2f}, cost_miss={cost_miss:.1f}, outlier_rate={outlier_rate})")
+        got = answer(clean.copy(), outliers.copy(), cost_alarm, cost_miss, outlier_rate)
+        try:
+            threshold = float(got)
+        except (TypeError, ValueError):
+            raise Fail(f"{call} returned {safe_repr(got)}, not a number.") from None
+        if math.isnan(threshold):
+            raise Fail(f"{call} returned NaN; return a threshold.")
+        candidates = np.concatenate([[-np.inf], clean, outliers])
+        best = min(_expected_cost(t, clean, outliers, cost_alarm, cost_miss, outlier_rate) for t in candidates)
+        cost = _expected_cost(threshold, clean, outliers, cost_alarm, cost_miss, outlier_rate)
+        if cost > best * (1 + 1e-9) + 1e-12:
+            raise Fail(f"{call}: your threshold costs {cost:.4g} per row on these scores, but another "
+                       f"threshold costs {1 - best / cost:.0%} less. A row is "
+                       "flagged when its score is above the threshold.")
+    return "The cheapest threshold on 6 hidden score distributions and cost settings."
+
+
+# -- exercise 4: the served guard -----------------------------------------------------------------
+
+
+def _load_error(log: str) -> str:
+    """The last exception line of a server log (what went wrong), or its last lines."""
+    errors = re.findall(r"^[\w.]*(?:Error|Exception)\b.*$", log, flags=re.MULTILINE)
+    return errors[-1][:500] if errors else "\n".join(log.splitlines()[-6:])[-600:]
+
+
+@register(
+    "07.runtime",
+    points=3,
+    title="A served classifier that flags outliers",
+    hint="The folder needs outlier_guard.py, classifier.joblib, autoencoder.npz and a model-settings.json whose "
+         "implementation is outlier_guard.OutlierGuard and whose parameters.extra.threshold is the threshold "
+         "you set on clean scores.",
+)
+def runtime(answer, rng):
+    from labkit.client import Client, InferenceServerError
+    from labkit.serving import Server, ServerError
+
+    if not isinstance(answer, str | os.PathLike):
+        raise Fail(f"Pass the model folder's path as a string, not {safe_repr(answer)}.")
+    try:
+        folder = Path(answer).resolve()
+        settings_path = folder / "model-settings.json"
+        found = settings_path.is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
+        raise Fail(f"{safe_repr(str(answer))} is not a model folder: it should contain model-settings.json.")
+    try:
+        settings = json.loads(settings_path.read_text())
+        name = str(settings.get("name") or folder.name)
+    except (OSError, ValueError, AttributeError) as e:
+        raise Fail(f"{settings_path} is not a valid JSON object: {e}") from None
+
+    test = load_digits("test")
+    chosen = rng.choice(len(test), size=120, replace=False)
+    clean, labels = test.X[chosen], test.labels[chosen]
+    outliers = np.concatenate([digit_outliers(kind, 40, int(rng.integers(2**32))).reshape(40, 64)
+                               for kind in ("noise", "mask", "photo")])
+    rows = np.concatenate([clean, outliers]).astype(np.float32)
+    order = rng.permutation(len(rows))
+    with tempfile.TemporaryDirectory(prefix="labkit-07-") as repository:
+        (Path(repository) / "guard").symlink_to(folder, target_is_directory=True)
+        try:
+            with Server(repository, settings={"parallel_workers": 0}, timeout=8) as server, \
+                    Client(server, "rest") as client:
+                if not client.model_ready(name):
+                    raise Fail(f"MLServer could not load the model {name!r} from your folder: "
+                               f"{_load_error(server.logs(200))}")
+                served = client.predict(name, rows[order])
+        except ServerError as e:
+            raise Fail(f"The folder could not be served: {_load_error(str(e))}") from None
+        except InferenceServerError as e:
+            raise Fail(f"The server refused a request of {len(rows)} rows of 64 FP32 pixels: {e}") from None
+    missing = {"predict", "outlier_score", "is_outlier"} - set(served)
+    if missing:
+        raise Fail(f"The response lacks the outputs {sorted(missing)}; serve it with the outlier_guard runtime.")
+    n = len(rows)
+    back = np.empty(n, dtype=int)
+    back[order] = np.arange(n)
+    predicted = np.asarray(served["predict"]).reshape(-1)[back]
+    flags = np.asarray(served["is_outlier"]).reshape(-1)[back].astype(bool)
+    n_clean = len(clean)
+    accuracy = float((predicted[:n_clean] == labels).mean())
+    false_alarms, recall = float(flags[:n_clean].mean()), float(flags[n_clean:].mean())
+    if accuracy < 0.8:
+        raise Fail(f"The served classifier gets {accuracy:.0%} of hidden clean test digits right; save the "
+                   "classifier trained on the digits 0-7 as classifier.joblib.")
+    if false_alarms > 0.2:
+        raise Fail(f"The server flags {false_alarms:.0%} of hidden clean test digits as outliers; the threshold "
+                   "in parameters.extra.threshold should come from a high percentile of clean scores.")
+    if recall < 0.7:
+        raise Fail(f"The server flags only {recall:.0%} of hidden noisy, blotted and photo images; is the "
+                   "threshold too high, or is autoencoder.npz the trained autoencoder?")
+    return (f"Served on a fresh MLServer: {accuracy:.0%} of hidden clean digits classified right, "
+            f"{false_alarms:.0%} of them flagged, {recall:.0%} of hidden outliers flagged.")

@@ -1,0 +1,255 @@
+"""Checks of lab 07: right answers pass, typical wrong ones fail with the right message, placeholders are
+not attempted. A PCA reconstruction error stands in for the VAE here (the checks test properties of scores,
+not how they were made); the solution notebook runs the real VAE under nbval."""
+
+import json
+import shutil
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from scipy.stats import chi2
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+
+from labkit.checks import check
+from labkit.data import load_digits
+
+RUNTIME = Path(__file__).resolve().parent.parent / "labs" / "runtimes" / "outlier_guard.py"
+
+
+# -- exercise 1 -------------------------------------------------------------------------------------
+
+
+class Mahalanobis:
+    def __init__(self, X_ref, fpr=0.05):
+        X_ref = np.asarray(X_ref, dtype=float)
+        self.mean = X_ref.mean(axis=0)
+        self.inverse = np.linalg.pinv(np.cov(X_ref, rowvar=False))
+        self.threshold = float(np.quantile(self.score(X_ref), 1 - fpr))
+
+    def score(self, X):
+        centred = np.asarray(X, dtype=float) - self.mean
+        return np.sqrt(np.einsum("ij,jk,ik->i", centred, self.inverse, centred))
+
+    def predict(self, X):
+        scores = self.score(X)
+        return {"data": {"instance_score": scores, "is_outlier": scores > self.threshold}, "meta": {}}
+
+
+class ZScore(Mahalanobis):
+    """One feature at a time: blind to broken correlations."""
+
+    def score(self, X):
+        spread = np.sqrt(np.diag(np.linalg.pinv(self.inverse)))
+        return np.abs((np.asarray(X) - self.mean) / spread).max(axis=1)
+
+
+class ChiSquareThreshold(Mahalanobis):
+    """The textbook threshold, right only for Gaussian data."""
+
+    def __init__(self, X_ref, fpr=0.05):
+        super().__init__(X_ref, fpr)
+        self.threshold = float(np.sqrt(chi2.ppf(1 - fpr, np.shape(X_ref)[1])))
+
+
+class FlagsAsList(Mahalanobis):
+    def predict(self, X):
+        scores = self.score(X)
+        return {"data": {"instance_score": scores.tolist(), "is_outlier": (scores > self.threshold).tolist()}}
+
+
+class NoDict(Mahalanobis):
+    def predict(self, X):
+        return self.score(X) > self.threshold
+
+
+class Placeholder:
+    def __init__(self, X_ref, fpr=0.05):
+        raise NotImplementedError("Replace this line with your code")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mahalanobis_passes(seed):
+    feedback = check("07.mahalanobis", Mahalanobis, seed=seed)
+    assert feedback.status == "passed", feedback.message
+
+
+def test_mahalanobis_accepts_plain_lists():
+    assert check("07.mahalanobis", FlagsAsList, seed=1).passed
+
+
+@pytest.mark.parametrize("answer, words", [
+    (ZScore, "inverse covariance"),
+    (ChiSquareThreshold, "new clean rows"),
+    (NoDict, "return a dict like alibi-detect's"),
+    (lambda X, fpr: 3, "returned 3"),
+    ("MahalanobisDetector", "should be a function"),
+], ids=["z-score", "chi-square threshold", "no dict", "not a detector", "a string"])
+def test_mahalanobis_fails_wrong_answers(answer, words):
+    for seed in range(3):
+        feedback = check("07.mahalanobis", answer, seed=seed)
+        assert feedback.status == "failed"
+        assert words in feedback.message, feedback.message
+
+
+def test_mahalanobis_placeholder_is_not_attempted():
+    assert check("07.mahalanobis", Placeholder).status == "not_attempted"
+    assert check("07.mahalanobis").status == "not_attempted"
+
+
+# -- exercise 2 -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pca():
+    return PCA(8, random_state=0).fit(load_digits("train").X)
+
+
+def pca_scorer(pca):
+    def outlier_score(rows):
+        rows = np.asarray(rows)
+        return ((rows - pca.inverse_transform(pca.transform(rows))) ** 2).mean(axis=1)
+
+    return outlier_score
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_vae_score_passes_a_working_reconstruction_score(pca, seed):
+    feedback = check("07.vae_score", pca_scorer(pca), seed=seed)
+    assert feedback.status == "passed", feedback.message
+    assert "noise" in feedback.message and "photo" in feedback.message
+
+
+def test_vae_score_fails_wrong_scores(pca):
+    score = pca_scorer(pca)
+    cases = {
+        "higher scores must": lambda rows: -score(rows),  # upside down
+        "outliers with ROC AUC": lambda rows: np.asarray(rows).mean(axis=1),  # ink, not shape
+        "second call": lambda rows: score(rows) + np.random.default_rng().normal(0, 1e-3, len(rows)),
+        "expected 500 scores": lambda rows: score(rows)[:10],
+        "NaN or infinite": lambda rows: np.full(len(rows), np.nan),
+        "one number per row": lambda rows: "high",
+    }
+    for words, answer in cases.items():
+        feedback = check("07.vae_score", answer, seed=4)
+        assert feedback.status == "failed", words
+        assert words.lower() in feedback.message.lower(), feedback.message
+
+
+def test_vae_score_placeholder_is_not_attempted():
+    def outlier_score(rows):
+        raise NotImplementedError
+
+    assert check("07.vae_score", outlier_score).status == "not_attempted"
+
+
+# -- exercise 3 -------------------------------------------------------------------------------------
+
+
+def brute_force(clean, outliers, cost_alarm, cost_miss, outlier_rate):
+    candidates = np.r_[-np.inf, clean, outliers]
+    costs = [(1 - outlier_rate) * (clean > t).mean() * cost_alarm + outlier_rate * (outliers <= t).mean() * cost_miss
+             for t in candidates]
+    return candidates[int(np.argmin(costs))]
+
+
+def vectorised(clean_scores, outlier_scores, cost_alarm, cost_miss, outlier_rate):
+    """The notebook's solution."""
+    clean, outliers = np.sort(clean_scores), np.sort(outlier_scores)
+    candidates = np.r_[-np.inf, clean, outliers]
+    fpr = 1 - np.searchsorted(clean, candidates, side="right") / len(clean)
+    missed = np.searchsorted(outliers, candidates, side="right") / len(outliers)
+    cost = (1 - outlier_rate) * fpr * cost_alarm + outlier_rate * missed * cost_miss
+    return float(candidates[np.argmin(cost)])
+
+
+@pytest.mark.parametrize("answer", [brute_force, vectorised])
+def test_best_threshold_passes(answer):
+    for seed in range(5):
+        feedback = check("07.best_threshold", answer, seed=seed)
+        assert feedback.status == "passed", feedback.message
+
+
+@pytest.mark.parametrize("answer, words", [
+    (lambda c, o, ca, cm, r: float(np.quantile(c, 0.95)), "costs"),  # a fixed FPR ignores the costs
+    (lambda c, o, ca, cm, r: float(np.median(np.r_[c, o])), "costs"),
+    (lambda c, o, ca, cm, r: float("nan"), "NaN"),
+    (lambda c, o, ca, cm, r: [1.0, 2.0], "not a number"),
+], ids=["95th percentile", "median", "nan", "list"])
+def test_best_threshold_fails_wrong_answers(answer, words):
+    feedback = check("07.best_threshold", answer, seed=0)
+    assert feedback.status == "failed"
+    assert words in feedback.message, feedback.message
+
+
+# -- exercise 4 -------------------------------------------------------------------------------------
+
+
+def write_guard(folder: Path, pca, threshold=None, implementation="outlier_guard.OutlierGuard", npz=True):
+    """A model folder for the outlier_guard runtime, with PCA as a linear autoencoder."""
+    train = load_digits("train")
+    folder.mkdir(parents=True)
+    shutil.copy(RUNTIME, folder)
+    joblib.dump(LogisticRegression(max_iter=2000).fit(train.X, train.labels), folder / "classifier.joblib")
+    if npz:
+        components, mean = pca.components_, pca.mean_
+        np.savez(folder / "autoencoder.npz", kernel_0=components.T, bias_0=-mean @ components.T,
+                 kernel_1=components, bias_1=mean, activations=np.array(["linear", "linear"]))
+    if threshold is None:
+        rows = load_digits("test").X
+        threshold = float(np.quantile(pca_scorer(pca)(rows), 0.95))
+    (folder / "model-settings.json").write_text(json.dumps({
+        "name": "digits", "implementation": implementation,
+        "parameters": {"uri": "./classifier.joblib", "extra": {"threshold": threshold}},
+    }))
+    return str(folder)
+
+
+def test_runtime_passes_a_working_guard(tmp_path, pca):
+    feedback = check("07.runtime", write_guard(tmp_path / "digits", pca), seed=0)
+    assert feedback.status == "passed", feedback.message
+    assert "hidden outliers flagged" in feedback.message
+
+
+def test_runtime_fails_a_threshold_too_high(tmp_path, pca):
+    feedback = check("07.runtime", write_guard(tmp_path / "digits", pca, threshold=1e9), seed=0)
+    assert feedback.status == "failed"
+    assert "flags only 0%" in feedback.message
+
+
+def test_runtime_fails_the_plain_sklearn_runtime(tmp_path, pca):
+    folder = write_guard(tmp_path / "digits", pca, implementation="mlserver_sklearn.SKLearnModel")
+    feedback = check("07.runtime", folder, seed=0)
+    assert feedback.status == "failed"
+    assert "lacks the outputs" in feedback.message and "is_outlier" in feedback.message
+
+
+def test_runtime_fails_a_folder_that_does_not_load(tmp_path, pca):
+    feedback = check("07.runtime", write_guard(tmp_path / "digits", pca, npz=False), seed=0)
+    assert feedback.status == "failed"
+    assert "could not load the model" in feedback.message and "autoencoder.npz" in feedback.message
+
+
+@pytest.mark.parametrize("answer, words", [
+    (None, "as a string"),
+    (42, "as a string"),
+    ("", "not a model folder"),
+    ("/no/such/folder", "not a model folder"),
+    ("bad\x00path", "not a model folder"),
+])
+def test_runtime_fails_what_is_not_a_model_folder(answer, words):
+    feedback = check("07.runtime", answer)
+    assert feedback.status == "failed"
+    assert words in feedback.message, feedback.message
+
+
+def test_runtime_fails_broken_settings(tmp_path):
+    (tmp_path / "model-settings.json").write_text("{not json")
+    feedback = check("07.runtime", str(tmp_path))
+    assert feedback.status == "failed" and "not a valid JSON object" in feedback.message
+
+
+def test_runtime_placeholder_is_not_attempted():
+    assert check("07.runtime", ...).status == "not_attempted"
