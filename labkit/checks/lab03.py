@@ -243,6 +243,8 @@ def random_series(rng, threshold, n):
         series.append({"time": round(t, 3), "le": list(BOUNDS), "count": counts.tolist()})
         t += 5.0
         regime = rng.choice(["calm", "calm", "hot", "warm", "idle"]) if rng.random() < 0.35 else regime
+        if n // 2 - 3 <= i <= n // 2:
+            regime = "hot"  # overloaded, then restarted: an alarm must keep firing across the restart
         if i == n // 2:
             counts = np.zeros(len(BOUNDS))  # the server restarted: counters start again from 0
         if regime == "idle":
