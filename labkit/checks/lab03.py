@@ -24,7 +24,7 @@ RUNTIME_FILE = "batch_runtimes.py"
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
 # The SLO of exercise 3, relative to this machine's speed so that it means the same on a laptop and on Binder.
 SLO_CLIENTS = 16
-SLO_BUSY_FACTOR = 6  # busy median latency at most this many times a lone request's to the unbatched model
+SLO_BUSY_FACTOR = 8  # busy median latency at most this many times a lone request's to the unbatched model
 SLO_QUIET_EXTRA_S = 0.05  # a lone client may wait at most this much longer than without batching
 
 
@@ -151,24 +151,31 @@ def write_model(folder: Path, model, implementation: str = "BatchAwareModel", **
 
 
 def measure_slo(settings: dict, rows: np.ndarray, model) -> dict:
-    """Serve ``model`` unbatched and with ``settings``; the figures the SLO of exercise 3 is judged on."""
+    """Serve ``model`` unbatched and with ``settings``; the figures the SLO of exercise 3 is judged on.
+
+    The busy run is skipped (``busy_s`` None) when the quiet part of the SLO is already broken.
+    """
     folder = Path(tempfile.mkdtemp(prefix="labkit-03-"))
     write_model(folder / "unbatched", model)
     write_model(folder / "candidate", model, **settings)
     server = Server(folder, settings={"parallel_workers": 0}, timeout=20).start()
     try:
-        # Few requests, so that the check stays well within its time limit; medians are stable with few.
-        lone_unbatched = load.run(server, "unbatched", rows[:1], concurrency=1, requests=6, warmup=2, duration=2,
-                                  progress=False)
-        lone = load.run(server, "candidate", rows[:1], concurrency=1, requests=6, warmup=1, duration=2,
-                        progress=False)
-        busy = load.run(server, "candidate", list(rows[:, None, :]), concurrency=SLO_CLIENTS, requests=48,
-                        warmup=SLO_CLIENTS, duration=3, progress=False)
+        # Few requests, so that the check stays within its time limit; medians of these are stable enough for
+        # margins as wide as the SLO's.
+        reference = load.run(server, "unbatched", rows[:1], concurrency=1, requests=10, warmup=2, duration=2,
+                             progress=False)
+        quiet = load.run(server, "candidate", rows[:1], concurrency=1, requests=6, warmup=1, duration=2,
+                         progress=False)
+        figures = {"reference_s": reference.p50, "quiet_s": quiet.p50, "busy_s": None,
+                   "errors": {**reference.errors, **quiet.errors}}
+        if quiet.p50 <= reference.p50 + SLO_QUIET_EXTRA_S:
+            busy = load.run(server, "candidate", list(rows[:, None, :]), concurrency=SLO_CLIENTS, requests=48,
+                            warmup=SLO_CLIENTS, duration=3, progress=False)
+            figures.update(busy_s=busy.p50, throughput=busy.throughput, errors={**figures["errors"], **busy.errors})
     finally:
         # A graceful stop takes about a second: the verdict need not wait for it.
         threading.Thread(target=_stop_and_remove, args=(server, folder), name="labkit-03-stop").start()
-    return {"reference_s": lone_unbatched.p50, "quiet_s": lone.p50, "busy_s": busy.p50,
-            "errors": {**lone.errors, **busy.errors}, "throughput": busy.throughput}
+    return figures
 
 
 def _stop_and_remove(server: Server, folder: Path) -> None:
@@ -206,11 +213,14 @@ def batching_slo(answer, rng):
     if figures["errors"]:
         raise Fail(f"Some requests failed: {figures['errors']}.")
     reference, quiet, busy = figures["reference_s"], figures["quiet_s"], figures["busy_s"]
-    measured = (f"a lone request took {quiet * 1000:.0f} ms (unbatched: {reference * 1000:.0f} ms); with "
-                f"{SLO_CLIENTS} clients the median was {busy * 1000:.0f} ms = {busy / reference:.1f} x")
-    if quiet > reference + SLO_QUIET_EXTRA_S:
-        raise Fail(f"Too slow when quiet: {measured}. A lone request waits up to max_batch_time for company "
-                   "that never comes.")
+    if math.isnan(quiet):
+        raise Fail("Too slow when quiet: a lone request got no answer within 2 s. It waits up to max_batch_time "
+                   "for company that never comes.")
+    measured = f"a lone request took {quiet * 1000:.0f} ms (unbatched: {reference * 1000:.0f} ms)"
+    if busy is None:
+        raise Fail(f"Too slow when quiet: {measured}, more than {SLO_QUIET_EXTRA_S * 1000:.0f} ms extra. A lone "
+                   "request waits up to max_batch_time for company that never comes.")
+    measured += f"; with {SLO_CLIENTS} clients the median was {busy * 1000:.0f} ms = {busy / reference:.1f} x"
     if busy > SLO_BUSY_FACTOR * reference:
         raise Fail(f"Too slow when busy: {measured}; the SLO allows {SLO_BUSY_FACTOR} x. Let batches hold "
                    "more of the requests in flight, and do not make them wait for more than can arrive.")
@@ -243,6 +253,8 @@ def random_series(rng, threshold, n):
         series.append({"time": round(t, 3), "le": list(BOUNDS), "count": counts.tolist()})
         t += 5.0
         regime = rng.choice(["calm", "calm", "hot", "warm", "idle"]) if rng.random() < 0.35 else regime
+        if n // 2 - 3 <= i <= n // 2:
+            regime = "hot"  # overloaded, then restarted: an alarm must keep firing across the restart
         if i == n // 2:
             counts = np.zeros(len(BOUNDS))  # the server restarted: counters start again from 0
         if regime == "idle":

@@ -1,0 +1,199 @@
+"""Checks of lab 03: the solutions pass, typical mistakes fail with the right message, odd answers never raise."""
+
+import numpy as np
+import pytest
+
+from labkit.checks import Fail, check
+from labkit.checks import lab03
+
+
+# -- the solutions, as in labs/solutions/03_scale_and_monitor.ipynb --------------------------------------------
+def latency_report(samples):
+    ok_ms = 1000 * np.array([s["latency"] for s in samples if s["error"] is None])
+    report = {f"p{q}": float(np.percentile(ok_ms, q)) for q in (50, 90, 99)}
+    report["max"] = float(ok_ms.max())
+    report["error_rate"] = sum(s["error"] is not None for s in samples) / len(samples)
+    return report
+
+
+def workers_for(cores, memory_mb, main_mb, worker_mb):
+    fit = (memory_mb - main_mb) // worker_mb
+    return int(max(0, min(cores, fit)))
+
+
+def slo_alarm(series, threshold, objective=0.99, windows=2):
+    states, streak = [], 0
+    for before, after in zip(series, series[1:], strict=False):
+        first, last = np.array(before["count"]), np.array(after["count"])
+        new = last - first if (last >= first).all() else last
+        total = new[-1]
+        fast = new[list(after["le"]).index(threshold)]
+        breaching = total > 0 and (total - fast) / total > 1 - objective
+        streak = streak + 1 if breaching else 0
+        states.append(streak >= windows)
+    return states
+
+
+SOLUTIONS = {"03.latency_report": latency_report, "03.workers": workers_for, "03.slo_alarm": slo_alarm}
+
+
+@pytest.mark.parametrize("name", sorted(SOLUTIONS))
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_solutions_pass(name, seed):
+    feedback = check(name, SOLUTIONS[name], seed=seed)
+    assert feedback.status == "passed", feedback.message
+
+
+@pytest.mark.parametrize("name", [*SOLUTIONS, "03.batching_slo"])
+def test_placeholders_are_not_attempted(name):
+    assert check(name).status == "not_attempted"
+
+
+@pytest.mark.parametrize("name", SOLUTIONS)
+def test_unwritten_functions_are_not_attempted(name):
+    def placeholder(*args):
+        raise NotImplementedError
+
+    assert check(name, placeholder).status == "not_attempted"
+
+
+@pytest.mark.parametrize("name", [*SOLUTIONS, "03.batching_slo"])
+@pytest.mark.parametrize("answer", [None, 42, "p99", [], {}, {"max_batch_size": "16", "max_batch_time": None},
+                                    lambda *a: None, lambda *a: "x", lambda *a: [1, 2]])
+def test_odd_answers_fail_without_raising(name, answer):
+    feedback = check(name, answer, seed=0)
+    assert feedback.status == "failed", feedback.message
+
+
+# -- exercise 1 ----------------------------------------------------------------------------------------------------
+def with_failures(samples):
+    ms = 1000 * np.array([s["latency"] for s in samples])
+    report = {f"p{q}": float(np.percentile(ms, q)) for q in (50, 90, 99)}
+    return {**report, "max": float(ms.max()), "error_rate": 0.0}
+
+
+def in_seconds(samples):
+    report = latency_report(samples)
+    return {k: (v / 1000 if k != "error_rate" else v) for k, v in report.items()}
+
+
+@pytest.mark.parametrize("answer, words", [
+    (with_failures, "error_rate"),
+    (lambda s: {**latency_report(s), "max": 1000 * max(x["latency"] for x in s)}, "Failed requests do not count"),
+    (in_seconds, "max should be the slowest"),
+    (lambda s: {**latency_report(s), "p99": latency_report(s)["p90"]}, "not the 99th percentile"),
+    (lambda s: {k: v for k, v in latency_report(s).items() if k != "p90"}, "has no p90"),
+])
+def test_latency_report_mistakes(answer, words):
+    feedback = check("03.latency_report", answer, seed=5)
+    assert feedback.status == "failed" and words in feedback.message, feedback.message
+
+
+def test_latency_report_accepts_any_usual_percentile_definition():
+    def nearest_rank(samples):
+        report = latency_report(samples)
+        ok_ms = 1000 * np.array([s["latency"] for s in samples if s["error"] is None])
+        return {**report, **{f"p{q}": float(np.percentile(ok_ms, q, method="inverted_cdf")) for q in (50, 90, 99)}}
+
+    assert check("03.latency_report", nearest_rank, seed=9).passed
+
+
+def test_seconds_are_recognised_as_such():
+    def percentiles_in_seconds(samples):
+        return {**latency_report(samples), "p50": latency_report(samples)["p50"] / 1000}
+
+    feedback = check("03.latency_report", percentiles_in_seconds, seed=3)
+    assert "looks like seconds" in feedback.message
+
+
+# -- exercise 2 ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("answer, words", [
+    (lambda cores, memory, main, worker: cores, "memory"),
+    (lambda cores, memory, main, worker: int((memory - main) // worker), "cores"),
+    (lambda cores, memory, main, worker: max(1, min(cores, (memory - main) // worker)), "not even one worker"),
+])
+def test_workers_mistakes(answer, words):
+    feedback = check("03.workers", answer, seed=0)
+    assert feedback.status == "failed" and words in feedback.message, feedback.message
+
+
+# -- exercise 4 ----------------------------------------------------------------------------------------------------
+def ignores_restarts(series, threshold, objective=0.99, windows=2):
+    states, streak = [], 0
+    for before, after in zip(series, series[1:], strict=False):
+        new = np.array(after["count"]) - np.array(before["count"])
+        total = new[-1]
+        breaching = total > 0 and (total - new[list(after["le"]).index(threshold)]) / total > 1 - objective
+        streak = streak + 1 if breaching else 0
+        states.append(streak >= windows)
+    return states
+
+
+def no_windows(series, threshold, objective=0.99, windows=2):
+    return slo_alarm(series, threshold, objective, 1)
+
+
+def uses_totals_since_start(series, threshold, objective=0.99, windows=2):
+    states = []
+    for after in series[1:]:
+        count = np.array(after["count"])
+        states.append(count[-1] > 0 and (count[-1] - count[list(after["le"]).index(threshold)]) / count[-1]
+                      > 1 - objective)
+    return states
+
+
+@pytest.mark.parametrize("answer, words", [
+    (ignores_restarts, "restarted"),
+    (no_windows, "in a row"),
+    (uses_totals_since_start, "should"),
+    (lambda series, *a: [False] * len(series), "states"),
+])
+def test_alarm_mistakes(answer, words):
+    feedbacks = [check("03.slo_alarm", answer, seed=seed) for seed in range(4)]
+    assert all(f.status == "failed" for f in feedbacks), [f.message for f in feedbacks]
+    assert any(words in f.message for f in feedbacks), [f.message for f in feedbacks]
+
+
+def test_hidden_series_have_idle_stretches_a_restart_and_both_verdicts():
+    rng = np.random.default_rng(0)
+    series = lab03.random_series(rng, 0.1, 30)
+    totals = [s["count"][-1] for s in series]
+    assert any(b < a for a, b in zip(totals, totals[1:], strict=False)), "a restart"
+    assert any(b == a for a, b in zip(totals, totals[1:], strict=False)), "an idle interval"
+    verdicts = {v for seed in range(5)
+                for v in lab03.reference_alarm(lab03.random_series(np.random.default_rng(seed), 0.1, 30), 0.1)}
+    assert verdicts == {True, False}
+
+
+# -- exercise 3: serves the settings on a real MLServer (a few seconds each) ----------------------------------------
+def verdict(answer, seed=0):
+    """The check's verdict without its time limit, which a machine busy with other tests can exceed."""
+    try:
+        return "passed", lab03.batching_slo(answer, np.random.default_rng(seed))
+    except Fail as e:
+        return "failed", str(e)
+
+
+def test_batching_that_fits_the_load_meets_the_slo():
+    status, message = verdict({"max_batch_size": 16, "max_batch_time": 0.01})
+    assert status == "passed", message
+    assert "16 clients the median was" in message
+
+
+@pytest.mark.parametrize("window", [0.3, 4])
+def test_a_long_batching_window_breaks_the_quiet_part_of_the_slo(window):
+    status, message = verdict({"max_batch_size": 32, "max_batch_time": window})
+    assert status == "failed" and "Too slow when quiet" in message
+
+
+@pytest.mark.parametrize("answer, words", [
+    ({"max_batch_size": 1, "max_batch_time": 0.01}, "does not batch"),
+    ({"max_batch_size": 16, "max_batch_time": 0}, "does not batch"),
+    ({"max_batch_size": 16.5, "max_batch_time": 0.01}, "whole number"),
+    ({"max_batch_size": 16, "max_batch_time": 60}, "seconds"),
+    ({"max_batch_size": 16}, "exactly the keys"),
+    ({"batch_size": 16, "max_batch_time": 0.01}, "exactly the keys"),
+])
+def test_settings_that_cannot_work_fail_before_serving(answer, words):
+    feedback = check("03.batching_slo", answer)
+    assert feedback.status == "failed" and words in feedback.message, feedback.message
