@@ -219,7 +219,7 @@ LAB_CHECKS = lab_check_names()
 )
 @given(name=st.sampled_from(LAB_CHECKS or ["none"]), answer=answers)
 def test_lab_checks_never_raise_whatever_the_answer(monkeypatch, memory_cap, name, answer):
-    monkeypatch.setattr(checks, "TIME_LIMIT", 0.5)
+    monkeypatch.setattr(checks.CheckSpec, "seconds", property(lambda spec: 0.5))  # checks with their own limit too
     feedback = check(name, answer)
     assert_valid(feedback, name)
     assert feedback.status != "error", feedback.message
@@ -279,6 +279,24 @@ def test_endless_code_is_stopped(demo, monkeypatch, answer):
     # the alarm is disarmed afterwards: ordinary work is not interrupted later
     time.sleep(0.5)
     assert check(demo, [1, 2, 3]).passed
+
+
+def test_a_check_can_set_its_own_time_limit(monkeypatch):
+    """A check that starts a server gets longer than TIME_LIMIT, and says so when even that runs out."""
+
+    @register("99.slow", time_limit=0.4)
+    def slow_check(answer, rng):
+        return f"answered {answer()}"
+
+    try:
+        monkeypatch.setattr(checks, "TIME_LIMIT", 0.1)
+        assert check("99.slow", lambda: time.sleep(0.2) or "late").passed  # over TIME_LIMIT, under its own
+        start = time.monotonic()
+        feedback = check("99.slow", lambda: sleep_forever(0))
+        assert feedback.status == "failed" and "more than 0.4 s" in feedback.message
+        assert time.monotonic() - start < 2
+    finally:
+        REGISTRY.pop("99.slow", None)
 
 
 def test_unknown_names_are_errors_that_list_the_lab(demo):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 MIME_TYPE = "application/vnd.labkit.check+json"
-TIME_LIMIT = 10  # seconds a student's code may run inside one check
+TIME_LIMIT = 10  # seconds a student's code may run inside one check, unless the check sets its own
 
 
 class Fail(Exception):
@@ -91,16 +91,26 @@ class CheckSpec:
     points: float
     hint: str | None
     title: str
+    time_limit: float | None = None  # None: TIME_LIMIT
+
+    @property
+    def seconds(self) -> float:
+        return self.time_limit or TIME_LIMIT
 
 
 REGISTRY: dict[str, CheckSpec] = {}
 
 
-def register(name: str, *, points: float = 1, hint: str | None = None, title: str = ""):
-    """Register ``function(answer, rng) -> message`` as the check ``name`` (``"NN.slug"``)."""
+def register(name: str, *, points: float = 1, hint: str | None = None, title: str = "",
+             time_limit: float | None = None):
+    """Register ``function(answer, rng) -> message`` as the check ``name`` (``"NN.slug"``).
+
+    ``time_limit`` (seconds) is for checks that do slow work of their own, such as starting a server for the
+    student's runtime, so that a busy machine is not mistaken for an endless loop in the answer.
+    """
 
     def decorate(function):
-        REGISTRY[name] = CheckSpec(name, function, points, hint, title or name)
+        REGISTRY[name] = CheckSpec(name, function, points, hint, title or name, time_limit)
         return function
 
     return decorate
@@ -176,7 +186,7 @@ def check(name: str, answer: Any = ..., *, seed: int | None = None) -> Feedback:
     if answer is ...:
         return verdict("not_attempted", "Replace the `...` placeholder with your answer, run that cell, then this one.")
     try:
-        with _time_limit(TIME_LIMIT):
+        with _time_limit(spec.seconds):
             message = spec.function(answer, np.random.default_rng(seed))
     except NotImplementedError:
         return verdict("not_attempted", "Your code still raises NotImplementedError: replace the placeholder "
@@ -186,7 +196,7 @@ def check(name: str, answer: Any = ..., *, seed: int | None = None) -> Feedback:
     except Fail as e:
         return verdict("failed", str(e))
     except _TimeUp:
-        return verdict("failed", f"Your code ran for more than {TIME_LIMIT} s while being checked; "
+        return verdict("failed", f"Your code ran for more than {spec.seconds:g} s while being checked; "
                        "look for an endless loop or work that can be done once, outside the function.")
     except KeyboardInterrupt:
         raise

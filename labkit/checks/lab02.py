@@ -155,6 +155,7 @@ def _read_folder(answer):
     title="A runtime that refuses bad requests with a 400",
     hint="Decode first (catching the codec's errors), then check the shape or the columns, the batch size, and "
          "finite values; raise InferenceError with a message that says what to send instead.",
+    time_limit=30,  # it starts an MLServer, 3 s on a quiet laptop, far more on a busy one
 )
 def runtime(answer, rng):
     import joblib

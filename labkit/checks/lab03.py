@@ -189,6 +189,7 @@ def _stop_and_remove(server: Server, folder: Path) -> None:
     title="Batching settings that meet an SLO",
     hint="Let a batch hold every request that the busy clients can have in flight, and keep the wait short: "
          "at quiet times each lone request waits up to max_batch_time.",
+    time_limit=30,  # it starts an MLServer, 3 s on a quiet laptop, far more on a busy one
 )
 def batching_slo(answer, rng):
     try:

@@ -211,6 +211,7 @@ def _load_error(log: str) -> str:
     hint="The folder needs outlier_guard.py, classifier.joblib, autoencoder.npz and a model-settings.json whose "
          "implementation is outlier_guard.OutlierGuard and whose parameters.extra.threshold is the threshold "
          "you set on clean scores.",
+    time_limit=30,  # it starts an MLServer, 3 s on a quiet laptop, far more on a busy one
 )
 def runtime(answer, rng):
     from labkit.client import Client, InferenceServerError
