@@ -132,7 +132,7 @@ def window_size(answer, rng):
         powers = {int(w): round(float(1 / (1 + np.exp(-steepness * (w - midpoint)))), 3) for w in windows}
         delays = {w: expected_delay(w, p) for w, p in powers.items()}
         finite = sorted(v for v in delays.values() if math.isfinite(v))
-        if case == 0 or not finite:
+        if case == 7 or not finite:
             max_delay = float(round(min(finite, default=10) * 0.8, 1))  # nothing meets it
         else:
             max_delay = float(round(rng.uniform(finite[0], finite[-1] * 1.2), 1))
