@@ -96,3 +96,30 @@ def test_a_folder_without_a_saved_detector_fails_to_load_with_the_reason(tmp_pat
 
     with pytest.raises(ServerError, match="save_detector"):
         Server(tmp_path, settings={"parallel_workers": 0}, timeout=60).start()
+
+
+def test_a_tensorflow_detector_is_served_too(tmp_path):
+    """MMDDrift needs TensorFlow: the runtime loads it as usual and feeds it windows in its reference's dtype."""
+    from alibi_detect.cd import MMDDrift
+    from alibi_detect.saving import save_detector
+
+    (tmp_path / "drift").mkdir()
+    shutil.copy(RUNTIME, tmp_path / "drift")
+    reference = drift_scenario("none", 200, seed=0).X
+    scale = reference.std(axis=0)
+    # standardised inputs, so that one kernel width fits every feature
+    save_detector(MMDDrift((reference / scale).astype(np.float32), backend="tensorflow", n_permutations=50),
+                  tmp_path / "drift" / "detector")
+    (tmp_path / "drift" / "model-settings.json").write_text(json.dumps({
+        "name": "drift", "implementation": "drift_detector.DriftDetector", "parameters": {"uri": "./detector"}}))
+    with Server(tmp_path, settings={"parallel_workers": 0}, timeout=180) as server, Client(server) as client:
+        verdicts = {}
+        for kind in ["none", "instrument"]:
+            window = drift_scenario(kind, 150, seed=3, **({"scale": 1.5} if kind == "instrument" else {})).X
+            outputs = decode_outputs(client.infer("drift", window / scale))  # float64 on the wire
+            assert outputs["p_val"].size == 1  # one test for the whole window
+            verdicts[kind] = bool(outputs["is_drift"].ravel()[0])
+        with pytest.raises(InferenceServerError) as error:
+            client.infer("drift", np.ones((10, 4)))
+        assert error.value.status == 400 and "shape [rows, 30]" in error.value.reason
+    assert verdicts == {"none": False, "instrument": True}

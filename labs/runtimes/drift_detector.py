@@ -45,13 +45,21 @@ class DriftDetector(MLModel):
 
         self._detector = load_detector(folder)
         self._kind = kind
-        x_ref = np.asarray(self._detector.x_ref)
-        self._n_features = x_ref.shape[1] if x_ref.ndim == 2 else None
+        # Backend detectors (MMDDrift, ...) keep their reference data in an inner detector. After a
+        # preprocess_fn it no longer has the inputs' shape, so the window's shape cannot be checked here.
+        inner = getattr(self._detector, "_detector", self._detector)
+        x_ref = getattr(inner, "x_ref", None)
+        raw = x_ref is not None and getattr(inner, "preprocess_fn", None) is None and np.ndim(x_ref) == 2
+        self._n_features = np.shape(x_ref)[1] if raw else None
+        self._dtype = np.asarray(x_ref).dtype if raw else np.float64
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         window = self._window(payload)
-        result = self._detector.predict(window, return_p_val=True, return_distance=True)["data"]
+        try:
+            result = self._detector.predict(window, return_p_val=True, return_distance=True)["data"]
+        except ValueError as e:  # a window the detector cannot compare with its reference
+            raise InferenceError(f"the detector cannot test this window: {e}") from None
         outputs = {
             "is_drift": np.array([bool(result["is_drift"])]),
             "p_val": np.atleast_1d(np.asarray(result["p_val"], dtype=np.float64)),
@@ -79,4 +87,4 @@ class DriftDetector(MLModel):
                                  f"got {window.shape[0]}")
         if not np.isfinite(window).all():
             raise InferenceError("the window contains NaN or infinite values; drop or impute them first")
-        return window
+        return window.astype(self._dtype)
