@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -200,3 +201,131 @@ def corrupt_rows(X, kind: str, seed: int) -> np.ndarray:
     else:
         raise ValueError(f"kind must be one of {TABULAR_CORRUPTIONS}, not {kind!r}")
     return array
+
+
+# -- Drift scenarios (lab 06) ------------------------------------------------------------------------------------
+
+DRIFT_KINDS = ("none", "instrument", "population", "gradual", "concept")
+DRIFT_TYPES = {"none": "none", "instrument": "covariate", "population": "label", "gradual": "covariate",
+               "concept": "concept"}
+_TEXTURE = ("mean texture", "texture error", "worst texture")
+_DRIFT_DEFAULTS = {
+    "none": {},
+    "instrument": {"features": _TEXTURE, "scale": 1.15, "offset": 0.0},
+    "population": {"malignant": 0.6},
+    "gradual": {"features": _TEXTURE, "scale": 1.3, "start": 0.3, "end": 0.8},
+    "concept": {"feature": "worst area", "quantile": 0.75},
+}
+_DRIFT_MECHANISMS = {
+    "none": "No drift: rows drawn from the same population as the reference.",
+    "instrument": "Covariate shift from a recalibrated instrument: the features {features} read {scale}x their "
+                  "value plus {offset} of their standard deviation. The labels still follow the tumours.",
+    "population": "Change of population (label shift): a clinic that sees more advanced cases; a fraction "
+                  "{malignant} of the tumours is malignant, against 0.37 in the data. Each class looks as before.",
+    "gradual": "Gradual drift in time order: the features {features} are scaled by a factor that stays 1 until a "
+               "fraction {start} of the rows, then grows linearly to {scale} at a fraction {end}, and stays there.",
+    "concept": "Concept drift: the inputs do not change, the labels do. A revised guideline labels every benign "
+               "tumour whose {feature!r} lies above the {quantile} quantile of benign tumours as malignant.",
+}
+
+
+@dataclass
+class DriftScenario:
+    """Production rows made from the breast cancer data by one documented, seeded drift mechanism.
+
+    ``X`` (rows x 30 features, float64) and ``y`` (0 = malignant, 1 = benign) are numpy arrays; rows are in time
+    order. ``params`` holds every parameter of the mechanism (defaults filled in) and ``description`` says what it
+    does in words.
+    """
+
+    kind: str
+    drift_type: str
+    X: np.ndarray
+    y: np.ndarray
+    params: dict
+    seed: int
+    description: str
+    feature_names: list[str]
+
+    def __repr__(self) -> str:
+        return f"<DriftScenario {self.kind!r} ({self.drift_type}), {len(self.y)} rows, seed {self.seed}: {self.params}>"
+
+
+def drift_scenario(kind: str = "none", size: int = 200, seed: int = 0, *, noise: float = 0.02,
+                   folder: Path | None = None, **params) -> DriftScenario:
+    """``size`` rows of production data under the drift mechanism ``kind`` (one of ``DRIFT_KINDS``).
+
+    The 569 tumours stand for the population. Every scenario, and the reference set (``kind="none"`` with
+    another seed), draws its rows independently from it, with replacement, and multiplies each value by
+    ``1 + noise * N(0, 1)``: a measurement error of ``noise`` (2 %) that also makes the values continuous, so that
+    tests for continuous data hold their level. The mechanism then changes the rows or the labels; its
+    parameters are keyword arguments (see ``DRIFT_PARAMETERS``) and are returned in ``params``:
+
+    - ``"instrument"`` (covariate shift): ``features`` (names), ``scale``, ``offset`` (in standard deviations);
+    - ``"population"`` (label shift): ``malignant``, the fraction of malignant tumours;
+    - ``"gradual"`` (covariate shift growing in time): ``features``, ``scale``, ``start``, ``end`` (fractions of
+      the rows between which the scale grows linearly from 1);
+    - ``"concept"`` (concept drift): ``feature``, ``quantile``: benign tumours above that quantile of the benign
+      tumours' ``feature`` are labelled malignant; the inputs are drawn as without drift.
+    """
+    if kind not in DRIFT_KINDS:
+        raise ValueError(f"unknown drift kind {kind!r}; choose one of {', '.join(DRIFT_KINDS)}")
+    unknown = sorted(set(params) - set(_DRIFT_DEFAULTS[kind]))
+    if unknown:
+        accepted = ", ".join(_DRIFT_DEFAULTS[kind]) or "none"
+        raise ValueError(f"{kind!r} takes no parameter {', '.join(unknown)} (it accepts: {accepted})")
+    if int(size) < 1:
+        raise ValueError(f"size must be a positive number of rows, not {size!r}")
+    size = int(size)
+    params = {**_DRIFT_DEFAULTS[kind], **params}
+    names, population, labels = _drift_population(folder or datasets_dir())
+    rng = np.random.default_rng(seed)
+
+    if kind == "population":
+        fraction = float(params["malignant"])
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"malignant is a fraction between 0 and 1, not {fraction!r}")
+        malignant = rng.random(size) < fraction
+        rows = np.where(malignant, rng.choice(np.flatnonzero(labels == 0), size),
+                        rng.choice(np.flatnonzero(labels == 1), size))
+    else:
+        rows = rng.integers(0, len(labels), size)
+    X = population[rows] * (1 + noise * rng.standard_normal((size, len(names))))
+    y = labels[rows].copy()
+
+    if kind in ("instrument", "gradual"):
+        columns = [_column(names, f) for f in params["features"]]
+        if kind == "instrument":
+            X[:, columns] = X[:, columns] * params["scale"] + params["offset"] * population[:, columns].std(axis=0)
+        else:
+            t = np.arange(size) / size
+            ramp = np.clip((t - params["start"]) / max(params["end"] - params["start"], 1e-9), 0, 1)
+            X[:, columns] *= (1 + (params["scale"] - 1) * ramp)[:, None]
+    elif kind == "concept":
+        column = _column(names, params["feature"])
+        cut = np.quantile(population[labels == 1, column], params["quantile"])
+        y[(y == 1) & (X[:, column] > cut)] = 0
+
+    shown = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    return DriftScenario(kind=kind, drift_type=DRIFT_TYPES[kind], X=X, y=y, params=shown, seed=seed,
+                         description=_DRIFT_MECHANISMS[kind].format(**shown), feature_names=names)
+
+
+DRIFT_PARAMETERS = {kind: dict(values) for kind, values in _DRIFT_DEFAULTS.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _drift_population(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Feature names, features and labels of the data, loaded (and verified) once per folder."""
+    data = load_breast_cancer(folder)
+    population = data.X.to_numpy(dtype=float)
+    population.flags.writeable = False  # shared between calls: nobody may change it
+    labels = data.y.to_numpy()
+    labels.flags.writeable = False
+    return list(data.X.columns), population, labels
+
+
+def _column(names: list[str], feature: str) -> int:
+    if feature not in names:
+        raise ValueError(f"unknown feature {feature!r}; the features are the columns of load_breast_cancer().X")
+    return names.index(feature)

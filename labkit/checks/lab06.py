@@ -1,0 +1,252 @@
+"""Checks of lab 06, "Detect drift".
+
+They test statistical properties on data drawn afresh from ``rng``: a detector's false positive rate over
+hundreds of windows without drift and its power on shifted windows, a choice of window size against a stated
+delay, and the type of drift in hidden scenarios.
+"""
+
+import math
+
+import numpy as np
+
+from labkit.checks import Fail, expect_function, register, safe_repr
+from labkit.data import drift_scenario
+
+LEVEL = 0.05
+SLACK = 0.02  # allowed excess of the false positive rate over the level
+DRIFT_TYPES = ("none", "covariate", "label", "concept")
+
+
+def _correlated_rows(rng, n, loc, scale, mix, skewed):
+    """Rows of correlated features (one shared factor), some of them skewed (log-normal)."""
+    d = len(loc)
+    shared = rng.standard_normal((n, 1))
+    z = np.sqrt(mix) * shared + np.sqrt(1 - mix) * rng.standard_normal((n, d))
+    z[:, skewed] = np.exp(z[:, skewed])
+    return loc + scale * z
+
+
+def _verdict(result, call):
+    """``(is_drift, p_values)`` read from a detector's ``predict`` result, as plain data."""
+    try:
+        data = dict(dict(result)["data"])
+    except (TypeError, ValueError, KeyError):
+        raise Fail(f"{call} returned {safe_repr(result)}; return a dict like alibi-detect's: "
+                   "{'data': {'is_drift': 0 or 1, 'p_val': one p-value per feature, ...}, 'meta': {...}}.") from None
+    if "is_drift" not in data or "p_val" not in data:
+        raise Fail(f"{call}['data'] has the keys {safe_repr(sorted(map(str, data)))}; it needs 'is_drift' and "
+                   "'p_val'.")
+    try:
+        is_drift = int(np.asarray(data["is_drift"]).item())
+        p_values = np.asarray(data["p_val"], dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise Fail(f"In {call}, 'is_drift' should be 0 or 1 and 'p_val' an array of p-values; got "
+                   f"{safe_repr(data['is_drift'])} and {safe_repr(data['p_val'])}.") from None
+    if is_drift not in (0, 1):
+        raise Fail(f"'is_drift' should be 0 or 1 (or a bool), not {is_drift}.")
+    if p_values.size and not np.all((p_values >= 0) & (p_values <= 1)):
+        raise Fail(f"{call} returned p-values outside [0, 1]: {safe_repr(p_values)}.")
+    return is_drift, p_values
+
+
+@register(
+    "06.ks_detector",
+    points=3,
+    title="A feature-wise KS drift detector with a multiple-testing correction",
+    hint="Run scipy.stats.ks_2samp on each feature and compare each p-value with p_val / number of features "
+         "(Bonferroni); flag drift when any feature falls below it.",
+)
+def ks_detector(answer, rng):
+    expect_function(answer, "KSDetector", "reference data (a class, or a function that returns a detector)")
+    d = int(rng.integers(4, 9))
+    m, n = int(rng.integers(150, 250)), int(rng.integers(60, 100))
+    loc, scale = rng.uniform(-5, 50, d), rng.uniform(0.5, 10, d)
+    mix, skewed = rng.uniform(0.45, 0.7), rng.random(d) < 0.4
+    call = f"predict(<{n}×{d} window>)"
+
+    def fit():
+        x_ref = _correlated_rows(rng, m, loc, scale, mix, skewed)
+        detector = answer(x_ref.copy(), p_val=LEVEL)
+        predict = getattr(detector, "predict", None)
+        if not callable(predict):
+            raise Fail(f"KSDetector(x_ref, p_val=0.05) gave {safe_repr(detector)}, which has no predict method.")
+        return x_ref, predict
+
+    x_ref, predict = fit()
+    _, p_values = _verdict(predict(_correlated_rows(rng, n, loc, scale, mix, skewed)), call)
+    if p_values.size != d:
+        raise Fail(f"{call} returned {p_values.size} p-values; return one per feature ({d} here).")
+
+    # A fresh reference set for every window: with correlated features, one unlucky reference set shifts
+    # every feature at once, and a rate measured on it alone would swing far from the true one.
+    n_null, alarms = 500, 0
+    for _ in range(n_null):
+        _, predict_null = fit()
+        alarms += _verdict(predict_null(_correlated_rows(rng, n, loc, scale, mix, skewed)), call)[0]
+    fpr = alarms / n_null
+    if fpr > LEVEL + SLACK:
+        raise Fail(f"Without drift your detector flagged {alarms} of {n_null} windows: a false positive rate of "
+                   f"{fpr:.1%} at p_val={LEVEL} (at most {LEVEL + SLACK:.0%} allowed). With {d} features tested "
+                   "at once, correct for multiple testing.")
+
+    n_shifted, detected, missed_kind = 60, 0, None
+    for i in range(n_shifted):
+        x = _correlated_rows(rng, n, loc, scale, mix, skewed)
+        features = rng.choice(d, size=int(rng.integers(1, 3)), replace=False)
+        if i % 3 == 2:  # a spread 2.5 times as wide around the median
+            centre = np.median(x[:, features], axis=0)
+            x[:, features] = centre + 2.5 * (x[:, features] - centre)
+            kind = "a feature whose spread grew"
+        else:
+            x[:, features] += rng.choice([-1, 1], len(features)) * 1.2 * x_ref[:, features].std(axis=0)
+            kind = "a feature whose mean moved"
+        hit = _verdict(predict(x), call)[0]
+        detected += hit
+        missed_kind = missed_kind or (None if hit else kind)
+    power = detected / n_shifted
+    if power < 0.9:
+        raise Fail(f"Your detector found {detected} of {n_shifted} clearly shifted windows (power {power:.0%}, at "
+                   f"least 90% expected); it missed, for example, {missed_kind}. Test every feature, with a test "
+                   "that compares whole distributions.")
+    return (f"False positive rate {fpr:.1%} over {n_null} windows without drift (level {LEVEL:.0%}), power "
+            f"{power:.0%} on {n_shifted} shifted windows, with {d} correlated features.")
+
+
+def expected_delay(window, power):
+    """Rows from the start of drift to its detection, when drift starts with a window and windows are independent."""
+    return math.inf if power <= 0 else window / power
+
+
+@register(
+    "06.window_size",
+    points=2,
+    title="Choose a window size for a stated delay",
+    hint="For each window n the expected delay is n / power(n). Keep the windows that meet the target and "
+         "return the largest of them (None if none does).",
+)
+def window_size(answer, rng):
+    expect_function(answer, "choose_window", "a dict {window size: power} and a maximum delay")
+    for case in range(8):
+        windows = np.unique(rng.integers(5, 400, size=int(rng.integers(4, 10))))
+        midpoint, steepness = rng.uniform(20, 200), rng.uniform(0.01, 0.08)
+        powers = {int(w): round(float(1 / (1 + np.exp(-steepness * (w - midpoint)))), 3) for w in windows}
+        delays = {w: expected_delay(w, p) for w, p in powers.items()}
+        finite = sorted(v for v in delays.values() if math.isfinite(v))
+        if case == 7 or not finite:
+            max_delay = float(round(min(finite, default=10) * 0.8, 1))  # nothing meets it
+        else:
+            max_delay = float(round(rng.uniform(finite[0], finite[-1] * 1.2), 1))
+        feasible = [w for w, delay in delays.items() if delay <= max_delay]
+        expected = max(feasible) if feasible else None
+        shown = dict(sorted(powers.items()))
+        got = answer(dict(shown), max_delay)
+        call = f"choose_window({shown}, max_delay={max_delay})"
+        if expected is None:
+            if got is not None:
+                raise Fail(f"{call} returned {safe_repr(got)}, but no window meets that delay: return None.")
+            continue
+        try:
+            got = int(got)
+        except (TypeError, ValueError):
+            raise Fail(f"{call} returned {safe_repr(got)}; return one of the window sizes (an int), "
+                       "or None.") from None
+        if got not in powers:
+            raise Fail(f"{call} returned {got}, which is not one of the window sizes measured.")
+        if delays[got] > max_delay:
+            raise Fail(f"{call} returned {got}, whose expected delay {delays[got]:.1f} rows exceeds the target.")
+        if got != expected:
+            raise Fail(f"{call} returned {got}; a larger window also meets the delay and raises fewer false "
+                       "alarms per row. Return the largest window that meets the target.")
+    return "Right window for 8 hidden power curves and delay targets, including one that no window meets."
+
+
+@register(
+    "06.performance_drift",
+    points=2,
+    title="Detect concept drift from late labels",
+    hint="Compare the share of correct predictions in the two samples with a one-sided test, for example "
+         "scipy.stats.fisher_exact on the 2x2 table of correct and wrong counts with alternative='greater'.",
+)
+def performance_drift(answer, rng):
+    expect_function(answer, "performance_drift", "two arrays of 0/1 (prediction correct or not) and p_val")
+
+    def run(accuracy_ref, accuracy_new, n_ref, n_new):
+        ref = (rng.random(n_ref) < accuracy_ref).astype(int)
+        new = (rng.random(n_new) < accuracy_new).astype(int)
+        call = f"performance_drift(<{n_ref} outcomes>, <{n_new} outcomes>, p_val={LEVEL})"
+        result = answer(ref, new, p_val=LEVEL)
+        try:
+            result = dict(result)
+            is_drift = int(np.asarray(result["is_drift"]).item())
+            float(np.asarray(result["p_val"]).item())
+        except (TypeError, ValueError, KeyError):
+            raise Fail(f"{call} returned {safe_repr(result)}; return a dict {{'is_drift': 0 or 1, "
+                       "'p_val': the test's p-value}.") from None
+        if is_drift not in (0, 1):
+            raise Fail(f"{call}: 'is_drift' should be 0 or 1, not {is_drift}.")
+        return is_drift
+
+    def sizes():
+        return int(rng.integers(150, 400)), int(rng.integers(100, 300))
+
+    n_null = 1000
+    false_alarms = sum(run(a, a, *sizes()) for a in rng.uniform(0.75, 0.97, n_null))
+    if false_alarms / n_null > LEVEL + SLACK:
+        raise Fail(f"When the accuracy did not change you raised an alarm in {false_alarms} of {n_null} cases "
+                   f"({false_alarms / n_null:.1%}; at most {LEVEL + SLACK:.0%} allowed at p_val={LEVEL}).")
+    n_better = 300
+    better = sum(run(a, min(a + 0.05, 0.995), *sizes()) for a in rng.uniform(0.75, 0.93, n_better))
+    if better / n_better > LEVEL + SLACK:
+        raise Fail(f"When the accuracy improved you raised an alarm in {better} of {n_better} cases: a model "
+                   "getting better is no reason to page anyone. Make the test one-sided.")
+    n_drop = 100
+    caught = sum(run(a, a - 0.15, *sizes()) for a in rng.uniform(0.8, 0.97, n_drop))
+    if caught / n_drop < 0.9:
+        raise Fail(f"Your test caught {caught} of {n_drop} drops of accuracy by 15 points (at least 90% "
+                   "expected).")
+    return (f"False alarms in {false_alarms / n_null:.1%} of {n_null} cases without change, "
+            f"{better / n_better:.1%} when accuracy improved, and {caught} of {n_drop} drops caught.")
+
+
+def _hidden_scenario(kind, rng, size):
+    seed = int(rng.integers(2**31))
+    if kind == "covariate":
+        names = drift_scenario("none", size=1).feature_names
+        features = [str(f) for f in rng.choice(names, size=int(rng.integers(2, 4)), replace=False)]
+        scale = float(rng.choice([rng.uniform(1.7, 2.2), rng.uniform(0.35, 0.55)]))
+        return drift_scenario("instrument", size, seed, features=features, scale=scale)
+    if kind == "label":
+        malignant = float(rng.choice([rng.uniform(0.72, 0.9), rng.uniform(0.03, 0.1)]))
+        return drift_scenario("population", size, seed, malignant=malignant)
+    if kind == "concept":
+        feature = str(rng.choice(["worst area", "worst radius", "mean perimeter", "worst concave points"]))
+        return drift_scenario("concept", size, seed, feature=feature, quantile=float(rng.uniform(0.45, 0.65)))
+    return drift_scenario("none", size, seed)
+
+
+@register(
+    "06.drift_type",
+    points=3,
+    title="Classify hidden scenarios by drift type",
+    hint="First test the inputs (your detector). If they drifted, test whether the share of each label changed "
+         "(label shift) or not (covariate shift). If they did not, test whether a model fitted on the reference "
+         "lost accuracy on the new labelled rows (concept drift).",
+)
+def drift_type(answer, rng):
+    expect_function(answer, "drift_type", "x_ref, y_ref, x_new, y_new")
+    kinds = list(DRIFT_TYPES) * 2
+    rng.shuffle(kinds)
+    wrong = []
+    for kind in kinds:
+        reference = drift_scenario("none", 300, int(rng.integers(2**31)))
+        scenario = _hidden_scenario(kind, rng, 300)
+        got = answer(reference.X.copy(), reference.y.copy(), scenario.X.copy(), scenario.y.copy())
+        if not isinstance(got, str) or got not in DRIFT_TYPES:
+            raise Fail(f"drift_type returned {safe_repr(got)}; return one of {', '.join(map(repr, DRIFT_TYPES))}.")
+        if got != kind:
+            wrong.append(f"{kind} taken for {got}")
+    if len(wrong) > 1:
+        raise Fail(f"{len(kinds) - len(wrong)} of {len(kinds)} hidden scenarios classified right (at least "
+                   f"{len(kinds) - 1} expected). Mistakes: {'; '.join(wrong)}.")
+    extra = f" (one miss allowed for chance: {wrong[0]})" if wrong else ""
+    return f"{len(kinds) - len(wrong)} of {len(kinds)} hidden scenarios classified right{extra}."
