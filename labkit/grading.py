@@ -16,12 +16,28 @@ is kept, so exercises can be matched between the two versions.
 from __future__ import annotations
 
 import ast
+import csv
+import hashlib
+import hmac
+import html
+import json
+import math
+import os
 import re
+import secrets
+import shutil
+import sys
+import tempfile
 import textwrap
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nbformat
+
+from labkit import bridge
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -161,3 +177,583 @@ def assign(source: Path | str = "labs/solutions", dest: Path | str = "labs", *, 
     names = {p.name for p in solutions}
     result.stale = sorted(p for p in dest.glob("*.ipynb") if NOTEBOOK_NAME.match(p.name) and p.name not in names)
     return result
+
+
+# =========================================================================== grading submissions
+#
+# Each submission runs in a fresh kernel, in a clean copy of the lab folder, with its check cells taken out;
+# the check cells of the *solution* say which expression answers which exercise. The answers stay in the
+# kernel: the grader runs the registered check functions in its own process on proxies (labkit.bridge), so a
+# verdict never depends on code the student could have changed.
+
+
+STATUSES = ("OK", "NOT_ATTEMPTED", "ERROR", "TIMEOUT", "KERNEL_DIED")  # a row shows the most severe one
+CHECK_NAME = re.compile(r"^\d\d\.[A-Za-z0-9_]+$")
+MARKER = "LABKIT_GRADING_RUN"  # in the environment of every process a graded kernel starts
+
+
+@dataclass
+class Options:
+    timeout_cell: float = 60  # seconds per cell
+    timeout_notebook: float = 300  # seconds for all cells of a notebook (checks have their own 10 s each)
+    memory_mb: int = 4096  # address-space cap of the kernel (and of each process it starts)
+    max_output_mb: float = 5  # outputs kept per notebook; the rest is dropped and logged
+    max_restarts: int = 2  # kernel restarts after a death, skipping the cell that killed it
+
+
+@dataclass
+class Exercise:
+    name: str  # "01.request"
+    expression: str  # what the solution passes to check(), e.g. "make_request"
+    cell_id: str  # the solution's check cell
+    before: list[str]  # ids of the solution's earlier cells, nearest first: where to look if the check cell is gone
+
+
+def exercises(solution: nbformat.NotebookNode | Path | str) -> list[Exercise]:
+    """The exercises of a solution notebook, from its ``check("NN.slug", expression)`` cells."""
+    nb = solution if isinstance(solution, nbformat.NotebookNode) else nbformat.read(solution, as_version=4)
+    found: list[Exercise] = []
+    ids: list[str] = []
+    for cell in nb.cells:
+        cell_id = cell.get("id", "")
+        if cell.cell_type == "code":
+            for name, expression in _check_calls(cell.source):
+                found.append(Exercise(name, expression, cell_id, list(reversed(ids))))
+        ids.append(cell_id)
+    return found
+
+
+def _check_calls(source: str) -> list[tuple[str, str]]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    calls = []
+    for node in ast.walk(tree):
+        if _is_check_call(node):
+            expression = ast.get_source_segment(source, node.args[1]) if len(node.args) > 1 else "..."
+            calls.append((node.args[0].value, expression))
+    return calls
+
+
+def _is_check_call(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call) or not node.args:
+        return False
+    func = node.func
+    named = (isinstance(func, ast.Name) and func.id == "check") or (isinstance(func, ast.Attribute)
+                                                                    and func.attr == "check")
+    first = node.args[0]
+    return named and isinstance(first, ast.Constant) and isinstance(first.value, str) and bool(
+        CHECK_NAME.match(first.value))
+
+
+def without_checks(source: str) -> str:
+    """A cell's source without its top-level ``check("NN.slug", ...)`` statements (they decide nothing here)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source  # run as it is: the kernel reports the error
+    lines = source.splitlines(keepends=True)
+    for node in reversed(tree.body):
+        if isinstance(node, ast.Expr) and _is_check_call(node.value):
+            lines[node.lineno - 1: node.end_lineno] = []
+    return "".join(lines)
+
+
+class _KernelDied(BaseException):
+    """The kernel died while running student code for a check (BaseException: no check may swallow it)."""
+
+    def __str__(self):
+        return "the kernel died while running your code (os._exit, a crash or the memory limit)"
+
+
+class _Kernel(bridge.Bridge):
+    """One kernel for one submission: runs cells, answers bridge requests, leaves no process behind."""
+
+    def __init__(self, workdir: Path, options: Options):
+        self.workdir = workdir
+        self.options = options
+        self.folder = Path(tempfile.mkdtemp(prefix="labkit-bridge-"))
+        self.marker = uuid.uuid4().hex
+        self.requests = 0
+        self.output_bytes = 0
+        self.output_dropped = 0
+        self.errors: list[str] = []
+        self.deadline: float | None = None  # of the check in progress
+        self.dead = False
+        self.client = None
+
+    # ---- life cycle
+    def start(self) -> None:
+        from jupyter_client.manager import KernelManager
+        from nbclient import NotebookClient
+
+        kernel = self
+
+        class CappedKernelManager(KernelManager):
+            def format_kernel_cmd(self, extra_arguments=None):
+                command = super().format_kernel_cmd(extra_arguments)
+                memory = str(kernel.options.memory_mb * 2**20)
+                return [sys.executable, "-m", "labkit.bridge", memory, "--", *command]
+
+        class Client(NotebookClient):
+            def output(self, outs, msg, display_id, cell_index):
+                kernel._count_output(msg)
+                if kernel.output_bytes > kernel.options.max_output_mb * 2**20:
+                    kernel.output_dropped += 1
+                    return None
+                return super().output(outs, msg, display_id, cell_index)
+
+        env = dict(os.environ)
+        env.update({MARKER: self.marker, "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                    "PYTHONDONTWRITEBYTECODE": "1", "TF_USE_LEGACY_KERAS": "1"})
+        env.pop("JPY_SESSION_NAME", None)
+        self.nb = nbformat.v4.new_notebook()
+        self.client = Client(self.nb, km=CappedKernelManager(kernel_name="python3"), kernel_name="python3",
+                             allow_errors=True, interrupt_on_timeout=False, iopub_timeout=4,
+                             resources={"metadata": {"path": str(self.workdir)}})
+        self.client.start_new_kernel(env=env)
+        self.client.start_new_kernel_client()
+        self.dead = False
+
+    def stop(self) -> None:
+        """Shut the kernel down and end every process it started, servers included."""
+        if self.client is None:
+            return
+        import psutil
+
+        km = self.client.km
+        pid = getattr(getattr(km, "provisioner", None), "process", None)
+        family = []
+        if pid is not None:
+            try:
+                family = [psutil.Process(pid.pid)] + psutil.Process(pid.pid).children(recursive=True)
+            except psutil.Error:
+                family = []
+        try:
+            if self.client.kc is not None:
+                self.client.kc.stop_channels()
+            km.shutdown_kernel(now=True)
+        except Exception:
+            pass
+        self.client = None
+        end_processes(self.marker, family)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # ---- cells
+    def _count_output(self, msg: dict) -> None:
+        content = msg.get("content", {})
+        size = sum(len(str(v)) for v in (content.get("data") or {}).values()) + len(str(content.get("text", "")))
+        self.output_bytes += size
+        if msg.get("msg_type") == "error":
+            self.errors.append(f"{content.get('ename', 'Error')}: {str(content.get('evalue', ''))[:300]}")
+
+    def run(self, source: str, timeout: float) -> str:
+        """Run one cell: ``ok``, ``error``, ``timeout`` (the kernel was interrupted) or ``died``."""
+        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+        cell = nbformat.v4.new_code_cell(source)
+        self.nb.cells = [cell]  # nothing to keep: outputs are counted, not stored
+        self.client.timeout = max(1, int(math.ceil(timeout)))
+        errors = len(self.errors)
+        try:
+            self.client.execute_cell(cell, 0, store_history=False)
+        except DeadKernelError:
+            self.dead = True
+            return "died"
+        except CellTimeoutError:
+            return "timeout" if self._settle() else "died"
+        except Exception as e:  # a broken channel is a dead kernel for our purposes
+            self.errors.append(f"{type(e).__name__}: {e}")
+            self.dead = not self._alive()
+            return "died" if self.dead else "error"
+        return "error" if len(self.errors) > errors else "ok"
+
+    def _alive(self) -> bool:
+        try:
+            return bool(self.client.km.is_alive())
+        except Exception:
+            return False
+
+    def _settle(self) -> bool:
+        """After a timeout: interrupt, and make sure the kernel listens again; if it does not, kill it."""
+        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+        try:
+            self.client.km.interrupt_kernel()
+            probe = nbformat.v4.new_code_cell("pass")
+            self.nb.cells = [probe]
+            self.client.timeout = 5
+            self.client.execute_cell(probe, 0, store_history=False)
+            return True
+        except (CellTimeoutError, DeadKernelError, Exception):
+            self.dead = True
+            self.stop()
+            return False
+
+    # ---- answers
+    def answer(self, expression: str) -> Any:
+        """The value of ``expression`` in the kernel: plain data, a proxy, or ``Missing``."""
+        self.requests += 1
+        n = self.requests
+        status = self.run(f"__import__('labkit.bridge').bridge.serve({str(self.folder)!r}, {n}, "
+                          f"answer=lambda: ({expression}))", self.options.timeout_cell)
+        if status != "ok" and not (self.folder / f"out-{n}.json").exists():
+            return Missing(f"evaluating `{expression}` in the notebook failed ({status})")
+        try:
+            reply = bridge._read(self.folder, f"out-{n}", self)
+        except bridge.BridgeError as e:
+            return Missing(f"`{expression}` could not be passed to the grader: {e}")
+        if "error" in reply:
+            error = reply["error"]
+            if error.get("type") == "NameError":
+                return Missing(f"`{expression}` is not defined when the notebook has run")
+            return Missing(f"evaluating `{expression}` raised {error.get('type')}: {error.get('message', '')}")
+        return reply.get("value")
+
+    def request(self, message: dict) -> Any:
+        """One operation on the answer in the kernel (called by the proxies while a check runs)."""
+        from labkit.checks import _TimeUp
+
+        if self.dead:
+            raise _KernelDied()
+        self.requests += 1
+        n = self.requests
+        try:
+            bridge._write(self.folder, f"in-{n}", message, None)
+        except bridge.BridgeError as e:  # the check passed something that is not plain data: a bug in the check
+            raise RuntimeError(f"labkit grader: {e}") from None
+        left = (self.deadline or time.monotonic() + 10) - time.monotonic()
+        if left <= 0:
+            raise _TimeUp
+        status = self.run(f"__import__('labkit.bridge').bridge.serve({str(self.folder)!r}, {n})", left)
+        if status == "died":
+            raise _KernelDied()
+        if status == "timeout":
+            raise _TimeUp
+        try:
+            reply = bridge._read(self.folder, f"out-{n}", self)
+        except bridge.BridgeError as e:
+            raise bridge.StudentError(f"the answer's result could not be passed to the grader: {e}") from None
+        if not isinstance(reply, dict) or ("value" not in reply and "error" not in reply):
+            raise bridge.StudentError("the kernel gave a malformed reply")
+        if "error" in reply:
+            error = reply["error"] if isinstance(reply["error"], dict) else {}
+            bridge.raise_from_kernel(error)
+        return reply["value"]
+
+
+@dataclass
+class Missing:
+    """An answer that could not be read from the kernel, and why."""
+
+    reason: str
+
+
+def end_processes(marker: str, known=()) -> list[int]:
+    """SIGKILL the given processes and every process whose environment carries ``MARKER=marker``."""
+    import psutil
+
+    victims = {p.pid: p for p in known}
+    for proc in psutil.process_iter():
+        if proc.pid in victims or proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(MARKER) == marker:
+                victims[proc.pid] = proc
+        except psutil.Error:
+            continue
+    for proc in victims.values():
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(list(victims.values()), timeout=5)
+    return sorted(victims)
+
+
+# --------------------------------------------------------------------------- one submission
+
+@dataclass
+class Result:
+    """The grade of one submission: what grades.csv, the feedback files and the summary are made from."""
+
+    student: str
+    file: str
+    status: str
+    score: float
+    max_score: float
+    exercises: list[dict]  # Feedback records, with title
+    anomalies: list[str] = field(default_factory=list)
+    sha256: str = ""
+    seconds: float = 0.0  # not written to the reports (they stay byte-identical from run to run)
+
+    def record(self) -> dict:
+        record = asdict(self)
+        record.pop("seconds")
+        return record
+
+
+@dataclass
+class Lab:
+    """What grading one lab needs: its number, solution notebook and exercises."""
+
+    number: str
+    solution: Path
+    exercises: list[Exercise]
+
+    @classmethod
+    def find(cls, number: str, solutions: Path | str | None = None) -> Lab:
+        number = f"{int(number):02d}" if str(number).isdigit() else str(number)
+        folders = [Path(solutions)] if solutions else [Path("labs/solutions"),
+                                                         Path(__file__).resolve().parents[1] / "labs" / "solutions"]
+        for folder in folders:
+            matches = sorted(folder.glob(f"{number}_*.ipynb"))
+            if matches:
+                return cls(number, matches[0], exercises(matches[0]))
+        raise FileNotFoundError(f"no solution notebook for lab {number} in {', '.join(map(str, folders))}")
+
+    @property
+    def folder(self) -> Path:
+        """The student-facing lab folder (``labs/``), whose support files each run gets a copy of."""
+        return self.solution.parent.parent
+
+    @property
+    def max_score(self) -> float:
+        from labkit.checks import REGISTRY, names
+
+        names(self.number)
+        return float(sum(REGISTRY[e.name].points for e in self.exercises if e.name in REGISTRY))
+
+
+def _seed(key: bytes, student: str, exercise: str) -> int:
+    """Hidden cases that differ between students but not between runs (the key stays with the grader)."""
+    return int.from_bytes(hmac.new(key, f"{student}\0{exercise}".encode(), hashlib.sha256).digest()[:4], "big")
+
+
+def grade_notebook(path: Path | str, lab: Lab, *, student: str | None = None, key: bytes = b"",
+                   options: Options | None = None) -> Result:
+    """Grade one submission in a fresh kernel; never raises on what the file contains."""
+    from labkit.checks import names
+
+    options = options or Options()
+    path = Path(path)
+    started = time.monotonic()
+    names(lab.number)  # load the lab's checks now, before any student code runs
+    student = student or path.stem
+    data = path.read_bytes() if path.is_file() else b""
+    result = Result(student, str(path), "OK", 0.0, lab.max_score, [], sha256=hashlib.sha256(data).hexdigest())
+
+    feedback = _feedback
+    try:
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+        if not isinstance(nb.get("cells"), list):
+            raise ValueError("no cells")
+    except Exception as e:
+        result.status = "ERROR"
+        result.anomalies.append(f"not a notebook: {type(e).__name__}: {str(e)[:200]}")
+        result.exercises = [feedback(e, "error", "The file is not a Jupyter notebook that could be read.")
+                            for e in lab.exercises]
+        result.seconds = time.monotonic() - started
+        return result
+
+    with tempfile.TemporaryDirectory(prefix="labkit-grade-") as tmp:
+        workdir = Path(tmp) / "lab"
+        _copy_support_files(lab.folder, workdir)
+        kernel = _Kernel(workdir, options)
+        try:
+            _grade_in_kernel(nb, lab, kernel, result, key, options, feedback)
+        except Exception as e:  # the grader's own failure must not lose the row
+            result.status = "ERROR"
+            result.anomalies.append(f"grader error: {type(e).__name__}: {str(e)[:300]}")
+        finally:
+            kernel.cleanup()
+    graded = {r["name"] for r in result.exercises}
+    result.exercises += [feedback(e, "error", "Not graded: the grader stopped early.")
+                         for e in lab.exercises if e.name not in graded]
+    result.score = float(sum(r["points"] for r in result.exercises))
+    if result.status == "OK" and any(r["status"] == "not_attempted" for r in result.exercises):
+        result.status = "NOT_ATTEMPTED"
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _copy_support_files(lab_folder: Path, workdir: Path) -> None:
+    """A clean copy of what the notebooks use next to them (e.g. ``runtimes/``), without notebooks or work."""
+    workdir.mkdir(parents=True)
+    if not lab_folder.is_dir():
+        return
+    for item in lab_folder.iterdir():
+        if item.name.startswith(".") or item.name in ("solutions", "work") or item.suffix == ".ipynb":
+            continue
+        if item.is_dir():
+            shutil.copytree(item, workdir / item.name, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+        else:
+            shutil.copy2(item, workdir / item.name)
+
+
+def _worse(a: str, b: str) -> str:
+    return max(a, b, key=STATUSES.index)
+
+
+def _grade_in_kernel(nb, lab: Lab, kernel: _Kernel, result: Result, key: bytes, options: Options, feedback):
+    from labkit.checks import evaluate
+
+    cells = [c for c in nb.cells if c.get("cell_type") == "code"]
+    positions = {c.get("id"): i for i, c in enumerate(cells) if c.get("id")}
+    # Where each exercise's answer is taken: after its check cell if the submission still has it, else after
+    # the nearest earlier cell of the solution that it has, else at the end.
+    anchors: dict[int, list[Exercise]] = {}
+    for exercise in lab.exercises:
+        where = next((positions[i] for i in [exercise.cell_id, *exercise.before] if i in positions), len(cells))
+        anchors.setdefault(where, []).append(exercise)
+    skip: set[int] = set()
+    answers: dict[str, Any] = {}
+    graded: dict[str, dict] = {}
+    restarts = 0
+
+    def run_cells() -> bool:
+        """Run every cell, capture answers at their anchors; False if the kernel died (the cell is then skipped)."""
+        nonlocal restarts
+        deadline = time.monotonic() + options.timeout_notebook
+        for i in range(len(cells) + 1):
+            if i < len(cells) and i not in skip:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    result.status = _worse(result.status, "TIMEOUT")
+                    result.anomalies.append(f"the notebook ran out of its {options.timeout_notebook:g} s "
+                                            f"at cell {i + 1}; later cells were not run")
+                    kernel.stop()
+                    return True
+                status = kernel.run(without_checks(_source(cells[i])), min(options.timeout_cell, left))
+                if status == "timeout":
+                    result.status = _worse(result.status, "TIMEOUT")
+                    result.anomalies.append(f"cell {i + 1} ran over {options.timeout_cell:g} s and was interrupted")
+                elif status == "error":
+                    result.status = _worse(result.status, "ERROR")
+                    result.anomalies.append(f"cell {i + 1} raised {kernel.errors[-1] if kernel.errors else 'an error'}")
+                elif status == "died":
+                    result.status = _worse(result.status, "KERNEL_DIED")
+                    result.anomalies.append(f"the kernel died in cell {i + 1}")
+                    skip.add(i)
+                    return False
+            for exercise in anchors.get(i, []):
+                if exercise.name not in graded:
+                    answers[exercise.name] = kernel.answer(exercise.expression)
+                    if kernel.dead:
+                        return False
+        # answers missing at their anchor (a moved cell, say): one more look now that everything has run
+        for exercise in lab.exercises:
+            if exercise.name not in graded and (isinstance(answers.get(exercise.name), Missing)
+                                                or answers.get(exercise.name) is ...):
+                later = kernel.answer(exercise.expression)
+                if not isinstance(later, Missing) and later is not ...:
+                    answers[exercise.name] = later
+                if kernel.dead:
+                    return False
+        return True
+
+    while True:
+        kernel.start()
+        finished = run_cells()
+        if kernel.client is None:  # out of notebook time: grade nothing more
+            break
+        if not finished:
+            restarts += 1
+            if restarts > options.max_restarts:
+                result.anomalies.append("the kernel kept dying: gave up")
+                break
+            kernel.stop()
+            continue
+        died = False
+        for exercise in lab.exercises:
+            if exercise.name in graded:
+                continue
+            answer = answers.get(exercise.name, Missing("the notebook did not run this far"))
+            if isinstance(answer, Missing):
+                graded[exercise.name] = feedback(exercise, "not_attempted", f"No answer: {answer.reason}.")
+                continue
+            graded[exercise.name] = _check(exercise, answer, kernel, key, result.student, evaluate)
+            if kernel.dead:
+                result.status = _worse(result.status, "KERNEL_DIED")
+                result.anomalies.append(f"the kernel died while {exercise.name} was checked")
+                died = True
+                break
+        if not died:
+            break
+        restarts += 1
+        if restarts > options.max_restarts:
+            result.anomalies.append("the kernel kept dying: gave up")
+            break
+        kernel.stop()
+    if kernel.output_dropped:
+        result.anomalies.append(f"output over {options.max_output_mb:g} MB: {kernel.output_dropped} outputs dropped")
+    result.exercises = [graded[e.name] for e in lab.exercises if e.name in graded]
+
+
+def _feedback(exercise: Exercise, status: str, message: str) -> dict:
+    """A verdict the grader gives without running the check (no answer, not a notebook, ...)."""
+    from labkit.checks import REGISTRY, Feedback
+
+    spec = REGISTRY.get(exercise.name)
+    record = Feedback(exercise.name, False, 0.0, spec.points if spec else 0.0, message,
+                      spec.hint if spec else None, status).record()
+    record["title"] = spec.title if spec else exercise.name
+    return record
+
+
+def _source(cell) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _check(exercise: Exercise, answer: Any, kernel: _Kernel, key: bytes, student: str, evaluate) -> dict:
+    from labkit.checks import REGISTRY, TIME_LIMIT
+
+    confined = _confine(answer, kernel.workdir)
+    if confined is not None:
+        return _feedback(exercise, "failed", confined)
+    here = os.getcwd()
+    kernel.deadline = time.monotonic() + TIME_LIMIT - 0.5  # our own limit first: the kernel is interrupted cleanly
+    try:
+        os.chdir(kernel.workdir)  # a path answer is relative to the notebook's folder, as in the notebook
+        feedback = evaluate(exercise.name, answer, seed=_seed(key, student, exercise.name))
+    finally:
+        os.chdir(here)
+        kernel.deadline = None
+    record = feedback.record()
+    record["details"] = {}  # seeds and grader-side tracebacks stay with the grader
+    spec = REGISTRY.get(exercise.name)
+    record["title"] = spec.title if spec else exercise.name
+    return record
+
+
+def _confine(answer: Any, workdir: Path) -> str | None:
+    """A message if a path answer leads outside the notebook's folder (that copy is all the grader trusts)."""
+    if not isinstance(answer, str) or not answer or len(answer) > 4096 or "\0" in answer:
+        return None
+    root = workdir.resolve()
+    target = (workdir / answer)
+    try:
+        if not target.exists() and not target.is_symlink():
+            return None
+        resolved = target.resolve()
+        inside = resolved == root or root in resolved.parents
+        if inside and resolved.is_dir():
+            for item in resolved.rglob("*"):
+                if item.is_symlink() and root not in item.resolve().parents:
+                    inside = False
+                    break
+    except (OSError, RuntimeError):
+        return "The path in the answer could not be read."
+    if not inside:
+        return ("The answer points outside the notebook's folder; give a path relative to the notebook, "
+                "to files the notebook wrote.")
+    return None
