@@ -16,6 +16,7 @@ is kept, so exercises can be matched between the two versions.
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import hashlib
 import hmac
@@ -270,11 +271,11 @@ class _KernelDied(BaseException):
 class _Kernel(bridge.Bridge):
     """One kernel for one submission: runs cells, answers bridge requests, leaves no process behind."""
 
-    def __init__(self, workdir: Path, options: Options):
+    def __init__(self, workdir: Path, options: Options, marker: str | None = None):
         self.workdir = workdir
         self.options = options
         self.folder = Path(tempfile.mkdtemp(prefix="labkit-bridge-"))
-        self.marker = uuid.uuid4().hex
+        self.marker = marker or uuid.uuid4().hex
         self.requests = 0
         self.output_bytes = 0
         self.output_dropped = 0
@@ -471,10 +472,8 @@ def end_processes(marker: str, known=()) -> list[int]:
         except psutil.Error:
             continue
     for proc in victims.values():
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(list(victims.values()), timeout=5)
     return sorted(victims)
 
@@ -539,7 +538,7 @@ def _seed(key: bytes, student: str, exercise: str) -> int:
 
 
 def grade_notebook(path: Path | str, lab: Lab, *, student: str | None = None, key: bytes = b"",
-                   options: Options | None = None) -> Result:
+                   options: Options | None = None, marker: str | None = None) -> Result:
     """Grade one submission in a fresh kernel; never raises on what the file contains."""
     from labkit.checks import names
 
@@ -567,7 +566,7 @@ def grade_notebook(path: Path | str, lab: Lab, *, student: str | None = None, ke
     with tempfile.TemporaryDirectory(prefix="labkit-grade-") as tmp:
         workdir = Path(tmp) / "lab"
         _copy_support_files(lab.folder, workdir)
-        kernel = _Kernel(workdir, options)
+        kernel = _Kernel(workdir, options, marker)
         try:
             _grade_in_kernel(nb, lab, kernel, result, key, options, feedback)
         except Exception as e:  # the grader's own failure must not lose the row
@@ -604,34 +603,58 @@ def _worse(a: str, b: str) -> str:
 
 
 def _grade_in_kernel(nb, lab: Lab, kernel: _Kernel, result: Result, key: bytes, options: Options, feedback):
-    from labkit.checks import evaluate
-
+    """Run the cells; check each exercise where the solution checks it, as the notebook would."""
     cells = [c for c in nb.cells if c.get("cell_type") == "code"]
     positions = {c.get("id"): i for i, c in enumerate(cells) if c.get("id")}
-    # Where each exercise's answer is taken: after its check cell if the submission still has it, else after
-    # the nearest earlier cell of the solution that it has, else at the end.
+    # An exercise is checked after its check cell if the submission still has it, else after the nearest
+    # earlier cell of the solution that it has, else at the end.
     anchors: dict[int, list[Exercise]] = {}
     for exercise in lab.exercises:
         where = next((positions[i] for i in [exercise.cell_id, *exercise.before] if i in positions), len(cells))
         anchors.setdefault(where, []).append(exercise)
-    skip: set[int] = set()
-    answers: dict[str, Any] = {}
+    last_anchor = max(anchors, default=len(cells))
+    skip: set[int] = set()  # cells that killed the kernel
     graded: dict[str, dict] = {}
-    restarts = 0
+    pending: dict[str, dict] = {}  # not attempted where expected: looked at again once every cell has run
+
+    def grade(exercise: Exercise, final: bool) -> bool:
+        """Check one exercise now; False if the kernel died."""
+        answer = kernel.answer(exercise.expression)
+        if kernel.dead:
+            return False
+        if isinstance(answer, Missing) or answer is ...:
+            verdict = (feedback(exercise, "not_attempted", f"No answer: {answer.reason}.")
+                       if isinstance(answer, Missing) else None)
+            if verdict is None:
+                from labkit.checks import evaluate
+
+                verdict = {**evaluate(exercise.name, ...).record(), "details": {}, "title": _title(exercise)}
+        else:
+            verdict = _check(exercise, answer, kernel, key, result.student)
+        if kernel.dead:
+            graded[exercise.name] = verdict
+            result.anomalies.append(f"the kernel died while {exercise.name} was checked")
+            return False
+        if verdict["status"] == "not_attempted" and not final:
+            pending[exercise.name] = verdict
+        else:
+            graded[exercise.name] = verdict
+            pending.pop(exercise.name, None)
+        return True
 
     def run_cells() -> bool:
-        """Run every cell, capture answers at their anchors; False if the kernel died (the cell is then skipped)."""
-        nonlocal restarts
+        """One pass over the notebook; False if the kernel died (the killing cell is skipped next time)."""
         deadline = time.monotonic() + options.timeout_notebook
         for i in range(len(cells) + 1):
+            if i > last_anchor and not pending:
+                return True  # every exercise is graded: later cells cannot change a verdict
             if i < len(cells) and i not in skip:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     result.status = _worse(result.status, "TIMEOUT")
                     result.anomalies.append(f"the notebook ran out of its {options.timeout_notebook:g} s "
                                             f"at cell {i + 1}; later cells were not run")
-                    kernel.stop()
-                    return True
+                    break
                 status = kernel.run(without_checks(_source(cells[i])), min(options.timeout_cell, left))
                 if status == "timeout":
                     result.status = _worse(result.status, "TIMEOUT")
@@ -645,57 +668,36 @@ def _grade_in_kernel(nb, lab: Lab, kernel: _Kernel, result: Result, key: bytes, 
                     skip.add(i)
                     return False
             for exercise in anchors.get(i, []):
-                if exercise.name not in graded:
-                    answers[exercise.name] = kernel.answer(exercise.expression)
-                    if kernel.dead:
-                        return False
-        # answers missing at their anchor (a moved cell, say): one more look now that everything has run
-        for exercise in lab.exercises:
-            if exercise.name not in graded and (isinstance(answers.get(exercise.name), Missing)
-                                                or answers.get(exercise.name) is ...):
-                later = kernel.answer(exercise.expression)
-                if not isinstance(later, Missing) and later is not ...:
-                    answers[exercise.name] = later
-                if kernel.dead:
+                if exercise.name not in graded and not grade(exercise, final=False):
+                    result.status = _worse(result.status, "KERNEL_DIED")
                     return False
+        for exercise in lab.exercises:  # a second look at the end (moved or duplicated cells)
+            if exercise.name in pending and not kernel.dead and not grade(exercise, final=True):
+                result.status = _worse(result.status, "KERNEL_DIED")
+                return False
         return True
 
+    restarts = 0
     while True:
         kernel.start()
-        finished = run_cells()
-        if kernel.client is None:  # out of notebook time: grade nothing more
-            break
-        if not finished:
-            restarts += 1
-            if restarts > options.max_restarts:
-                result.anomalies.append("the kernel kept dying: gave up")
-                break
-            kernel.stop()
-            continue
-        died = False
-        for exercise in lab.exercises:
-            if exercise.name in graded:
-                continue
-            answer = answers.get(exercise.name, Missing("the notebook did not run this far"))
-            if isinstance(answer, Missing):
-                graded[exercise.name] = feedback(exercise, "not_attempted", f"No answer: {answer.reason}.")
-                continue
-            graded[exercise.name] = _check(exercise, answer, kernel, key, result.student, evaluate)
-            if kernel.dead:
-                result.status = _worse(result.status, "KERNEL_DIED")
-                result.anomalies.append(f"the kernel died while {exercise.name} was checked")
-                died = True
-                break
-        if not died:
+        if run_cells():
             break
         restarts += 1
         if restarts > options.max_restarts:
             result.anomalies.append("the kernel kept dying: gave up")
             break
         kernel.stop()
+    graded.update({name: verdict for name, verdict in pending.items() if name not in graded})
     if kernel.output_dropped:
         result.anomalies.append(f"output over {options.max_output_mb:g} MB: {kernel.output_dropped} outputs dropped")
     result.exercises = [graded[e.name] for e in lab.exercises if e.name in graded]
+
+
+def _title(exercise: Exercise) -> str:
+    from labkit.checks import REGISTRY
+
+    spec = REGISTRY.get(exercise.name)
+    return spec.title if spec else exercise.name
 
 
 def _feedback(exercise: Exercise, status: str, message: str) -> dict:
@@ -705,7 +707,7 @@ def _feedback(exercise: Exercise, status: str, message: str) -> dict:
     spec = REGISTRY.get(exercise.name)
     record = Feedback(exercise.name, False, 0.0, spec.points if spec else 0.0, message,
                       spec.hint if spec else None, status).record()
-    record["title"] = spec.title if spec else exercise.name
+    record["title"] = _title(exercise)
     return record
 
 
@@ -714,8 +716,8 @@ def _source(cell) -> str:
     return "".join(source) if isinstance(source, list) else str(source)
 
 
-def _check(exercise: Exercise, answer: Any, kernel: _Kernel, key: bytes, student: str, evaluate) -> dict:
-    from labkit.checks import REGISTRY, TIME_LIMIT
+def _check(exercise: Exercise, answer: Any, kernel: _Kernel, key: bytes, student: str) -> dict:
+    from labkit.checks import TIME_LIMIT, evaluate
 
     confined = _confine(answer, kernel.workdir)
     if confined is not None:
@@ -730,8 +732,7 @@ def _check(exercise: Exercise, answer: Any, kernel: _Kernel, key: bytes, student
         kernel.deadline = None
     record = feedback.record()
     record["details"] = {}  # seeds and grader-side tracebacks stay with the grader
-    spec = REGISTRY.get(exercise.name)
-    record["title"] = spec.title if spec else exercise.name
+    record["title"] = _title(exercise)
     return record
 
 
@@ -757,3 +758,271 @@ def _confine(answer: Any, workdir: Path) -> str | None:
         return ("The answer points outside the notebook's folder; give a path relative to the notebook, "
                 "to files the notebook wrote.")
     return None
+
+
+# --------------------------------------------------------------------------- many submissions
+
+@dataclass
+class Submission:
+    student: str
+    path: Path
+
+
+def find_submissions(paths: list[Path | str], lab: Lab) -> tuple[list[Submission], list[str]]:
+    """Notebooks named on the command line or found in folders; the student id from the notebook's metadata
+    (``labkit.student``), else the file name (the folder's name when the file keeps the lab's own name)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*.ipynb") if not any(part.startswith(".") for part in p.parts[
+                len(path.parts):]))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+    submissions, notes, seen = [], [], set()
+    for path in found:
+        student = _student_id(path, lab)
+        if student in seen:
+            base, n = student, 2
+            while f"{base}-{n}" in seen:
+                n += 1
+            student = f"{base}-{n}"
+            notes.append(f"{path}: the id {base} was taken, graded as {student}")
+        seen.add(student)
+        submissions.append(Submission(student, path))
+    return submissions, notes
+
+
+def _student_id(path: Path, lab: Lab) -> str:
+    name = ""
+    try:
+        if path.stat().st_size < 50 * 2**20:
+            name = str(json.loads(path.read_text()).get("metadata", {}).get("labkit", {}).get("student", ""))
+    except (ValueError, OSError, AttributeError, UnicodeDecodeError):
+        name = ""
+    if not name:
+        name = path.parent.name if path.stem == lab.solution.stem and path.parent.name else path.stem
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", name).strip("._") or "unnamed"
+
+
+def grade(submissions: list[Path | str], lab: str | Lab, out: Path | str = "grades", *, workers: int = 1,
+          options: Options | None = None, solutions: Path | str | None = None, progress: bool = True) -> list[Result]:
+    """Grade every submission into ``out`` (grades.csv, feedback/, summary, anomalies.log); idempotent."""
+    lab = lab if isinstance(lab, Lab) else Lab.find(lab, solutions)
+    if not lab.exercises:
+        raise ValueError(f"{lab.solution} has no check(\"NN.slug\", answer) cells to grade")
+    options = options or Options()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs, notes = find_submissions(submissions, lab)
+    results = _run(jobs, lab, _key(out), options, max(1, workers), progress)
+    for note in notes:
+        student = note.rsplit(" ", 1)[-1]
+        next(r for r in results if r.student == student).anomalies.append(note)
+    write_reports(out, lab, results)
+    return results
+
+
+def _key(out: Path) -> bytes:
+    """The secret that seeds the hidden cases; kept in the output folder so that re-runs give the same grades."""
+    path = out / ".grading-key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return bytes.fromhex(path.read_text().strip())
+
+
+def _hard_limit(lab: Lab, options: Options) -> float:
+    from labkit.checks import TIME_LIMIT
+
+    per_pass = options.timeout_notebook + len(lab.exercises) * (TIME_LIMIT + options.timeout_cell) + 30
+    return per_pass * (options.max_restarts + 1) + 60
+
+
+def _grade_job(submission: Submission, lab: Lab, key: bytes, options: Options, marker: str, out: str) -> None:
+    """Runs in a worker process: grade one submission, write its result as JSON."""
+    result = grade_notebook(submission.path, lab, student=submission.student, key=key, options=options, marker=marker)
+    Path(out).write_text(json.dumps({**result.record(), "seconds": result.seconds}))
+
+
+def _run(jobs: list[Submission], lab: Lab, key: bytes, options: Options, workers: int, progress: bool) -> list[Result]:
+    """Each submission in its own process (``workers`` at a time), killed if it outlives every time limit."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    from tqdm.auto import tqdm
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["labkit.grading", f"labkit.checks.lab{lab.number}"])
+    limit = _hard_limit(lab, options)
+    results: dict[int, Result] = {}
+    queue = list(enumerate(jobs))
+    running: dict = {}  # sentinel -> (index, process, marker, result file, start)
+    bar = tqdm(total=len(jobs), desc=f"grading lab {lab.number}", unit="notebook", disable=not progress)
+    with tempfile.TemporaryDirectory(prefix="labkit-results-") as tmp:
+        while queue or running:
+            while queue and len(running) < workers:
+                index, job = queue.pop(0)
+                marker, out = uuid.uuid4().hex, str(Path(tmp) / f"{index}.json")
+                process = context.Process(target=_grade_job, args=(job, lab, key, options, marker, out), daemon=False)
+                process.start()
+                running[process.sentinel] = (index, process, marker, out, time.monotonic())
+            ready = wait(list(running), timeout=1)
+            for sentinel in list(running):
+                index, process, marker, out, started = running[sentinel]
+                overdue = time.monotonic() - started > limit
+                if sentinel not in ready and not overdue:
+                    continue
+                if overdue:
+                    process.kill()
+                process.join()
+                end_processes(marker)
+                del running[sentinel]
+                results[index] = _read_result(jobs[index], lab, out, overdue, process.exitcode,
+                                              time.monotonic() - started)
+                bar.update()
+    bar.close()
+    return [results[i] for i in range(len(jobs))]
+
+
+def _read_result(job: Submission, lab: Lab, out: str, overdue: bool, exitcode, seconds: float) -> Result:
+    try:
+        record = json.loads(Path(out).read_text())
+        seconds = record.pop("seconds", seconds)
+        return Result(**record, seconds=seconds)
+    except (OSError, ValueError, TypeError):
+        status = "TIMEOUT" if overdue else "ERROR"
+        why = "ran over every time limit and was stopped" if overdue else f"grader process ended with {exitcode}"
+        exercises = [_feedback(e, "error", "Not graded: the grader could not finish this notebook.")
+                     for e in lab.exercises]
+        return Result(job.student, str(job.path), status, 0.0, lab.max_score, exercises, [why], seconds=seconds)
+
+
+# --------------------------------------------------------------------------- reports
+
+_LABELS = {"passed": "passed", "failed": "not yet", "not_attempted": "not attempted", "error": "error"}
+_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "not_attempted": "#757575", "error": "#ef6c00"}
+
+
+def feedback_html(result: Result) -> str:
+    """A student's feedback page: which checks passed, and what each expects (never the answer itself)."""
+    rows = "".join(
+        f"<tr><td>{html.escape(r.get('title') or r['name'])}<br><code>{html.escape(r['name'])}</code></td>"
+        f"<td style='color:{_COLOURS.get(r['status'], '#000')};font-weight:bold'>{_LABELS.get(r['status'], '')}</td>"
+        f"<td>{r['points']:g}/{r['max_points']:g}</td><td style='white-space:pre-wrap'>{html.escape(r['message'])}"
+        + (f"<br><i>Hint: {html.escape(r['hint'])}</i>" if r.get("hint") and not r["passed"] else "")
+        + "</td></tr>"
+        for r in result.exercises)
+    notes = "".join(f"<li>{html.escape(a)}</li>" for a in result.anomalies)
+    return (f"<h2>{html.escape(result.student)}: {result.score:g}/{result.max_score:g}</h2>"
+            f"<p>Status: <b>{result.status}</b></p>"
+            "<table border=1 cellpadding=4 style='border-collapse:collapse'>"
+            f"<tr><th>exercise</th><th>result</th><th>points</th><th>feedback</th></tr>{rows}</table>"
+            + (f"<p>What the grader noticed:</p><ul>{notes}</ul>" if notes else ""))
+
+
+Result._repr_html_ = feedback_html  # check_all() shows the result in the notebook
+
+
+def write_reports(out: Path | str, lab: Lab, results: list[Result]) -> None:
+    """grades.csv, feedback/<student>.{json,html}, summary.{json,html,png}, anomalies.log; same input, same files."""
+    out = Path(out)
+    results = sorted(results, key=lambda r: r.student)
+    names = [e.name for e in lab.exercises]
+    with open(out / "grades.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "status", *names, "total", "max", "file"])
+        for r in results:
+            points = {e["name"]: e["points"] for e in r.exercises}
+            writer.writerow([r.student, r.status, *(f"{points.get(n, 0):g}" for n in names), f"{r.score:g}",
+                             f"{r.max_score:g}", r.file])
+    folder = out / "feedback"
+    folder.mkdir(exist_ok=True)
+    keep = set()
+    for r in results:
+        for suffix, text in ((".json", json.dumps(r.record(), indent=1, sort_keys=True) + "\n"),
+                             (".html", f"<!doctype html><meta charset=utf-8><title>{html.escape(r.student)}</title>"
+                                       f"{feedback_html(r)}\n")):
+            (folder / f"{r.student}{suffix}").write_text(text)
+            keep.add(f"{r.student}{suffix}")
+    for stale in folder.iterdir():  # students from an earlier run with other submissions
+        if stale.name not in keep and stale.suffix in (".json", ".html"):
+            stale.unlink()
+    (out / "anomalies.log").write_text("".join(f"{r.student}\t{r.status}\t{a}\n" for r in results
+                                               for a in r.anomalies))
+    summary = _summary(lab, results)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    _plot(out / "summary.png", lab, results, summary)
+    rates = "".join(f"<tr><td><code>{html.escape(n)}</code></td><td>{summary['pass_rate'][n]:.0%}</td></tr>"
+                    for n in names)
+    statuses = ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items())
+    (out / "summary.html").write_text(
+        f"<!doctype html><meta charset=utf-8><title>Lab {lab.number} grades</title>"
+        f"<h1>Lab {lab.number}: {summary['count']} submissions</h1>"
+        f"<p>Mean {summary['mean']:.2f}, median {summary['median']:g} of {summary['max']:g} points. {statuses}.</p>"
+        f"<img src='summary.png' alt='score distribution and pass rates'>"
+        f"<table border=1 cellpadding=4><tr><th>exercise</th><th>passed by</th></tr>{rates}</table>\n")
+
+
+def _summary(lab: Lab, results: list[Result]) -> dict:
+    import numpy as np
+
+    scores = [r.score for r in results]
+    count = max(1, len(results))
+    return {
+        "lab": lab.number, "count": len(results), "max": lab.max_score,
+        "mean": float(np.mean(scores)) if scores else 0.0, "median": float(np.median(scores)) if scores else 0.0,
+        "statuses": {s: sum(r.status == s for r in results) for s in STATUSES if any(r.status == s for r in results)},
+        "pass_rate": {e.name: sum(any(x["name"] == e.name and x["passed"] for x in r.exercises) for r in results)
+                      / count for e in lab.exercises},
+    }
+
+
+def _plot(path: Path, lab: Lab, results: list[Result], summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    top = max(lab.max_score, 1)
+    left.hist([r.score for r in results], bins=[x - 0.5 for x in range(int(top) + 2)], color="#1565c0")
+    left.set(xlabel="score", ylabel="students", title="Score distribution")
+    names = list(summary["pass_rate"])
+    right.barh(names, [summary["pass_rate"][n] for n in names], color="#2e7d32")
+    right.set(xlim=(0, 1), xlabel="share of students who passed", title="Pass rate per exercise")
+    right.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- student side
+
+def check_all(notebook: Path | str | None = None, *, lab: str | None = None, timeout_cell: float = 60) -> Result:
+    """Grade this notebook as the instructor will: its saved version, in a fresh kernel (save it first)."""
+    path = Path(notebook) if notebook else _this_notebook()
+    if lab is None:
+        match = re.match(r"^(\d\d)_", path.name)
+        if not match:
+            raise ValueError(f"cannot tell the lab from {path.name!r}: pass lab=\"NN\"")
+        lab = match.group(1)
+    return grade_notebook(path, Lab.find(lab), student=path.stem, key=secrets.token_bytes(16),
+                          options=Options(timeout_cell=timeout_cell))
+
+
+def _this_notebook() -> Path:
+    """The notebook this kernel runs, from what Jupyter tells the kernel."""
+    candidates = [os.environ.get("JPY_SESSION_NAME", "")]
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        candidates.append(str(shell.user_ns.get("__session__", "")) if shell else "")
+    except ImportError:
+        pass
+    for candidate in candidates:
+        if candidate.endswith(".ipynb") and Path(candidate).is_file():
+            return Path(candidate)
+    raise FileNotFoundError("cannot tell which notebook this is: call check_all(\"NN_name.ipynb\")")

@@ -209,5 +209,6 @@ def _safe_str(error: BaseException) -> str:
 
 
 __all__ = [
-    "MIME_TYPE", "Fail", "Feedback", "NotAttempted", "check", "evaluate", "expect_function", "names", "register", "safe_repr",
+    "MIME_TYPE", "Fail", "Feedback", "NotAttempted", "check", "evaluate", "expect_function", "names", "register",
+    "safe_repr",
 ]
