@@ -278,13 +278,13 @@ def raise_from_kernel(error: dict) -> None:
     """Re-raise, in the grader, the exception the student's code raised in the kernel."""
     name = str(error.get("type", "Exception"))[:80]
     message = str(error.get("message", ""))[:500]
-    cls = _BUILTIN_ERRORS.get(name)
-    if cls is not None:
+    error = None
+    if name in _BUILTIN_ERRORS:
         try:
-            raise cls(message)
+            error = _BUILTIN_ERRORS[name](message)
         except TypeError:  # constructors with required arguments (UnicodeDecodeError, ...)
-            pass
-    raise type(name, (StudentError,), {})(message)
+            error = None
+    raise error or type(name, (StudentError,), {})(message)
 
 
 class Remote:

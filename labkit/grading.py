@@ -282,22 +282,27 @@ class _Kernel(bridge.Bridge):
         self.errors: list[str] = []
         self.deadline: float | None = None  # of the check in progress
         self.dead = False
+        self.timed_out = False
         self.client = None
 
     # ---- life cycle
     def start(self) -> None:
-        from jupyter_client.manager import KernelManager
+        from jupyter_client.manager import AsyncKernelManager
         from nbclient import NotebookClient
 
         kernel = self
 
-        class CappedKernelManager(KernelManager):
+        class CappedKernelManager(AsyncKernelManager):  # async: a blocking client would block nbclient's timeouts
             def format_kernel_cmd(self, extra_arguments=None):
                 command = super().format_kernel_cmd(extra_arguments)
                 memory = str(kernel.options.memory_mb * 2**20)
                 return [sys.executable, "-m", "labkit.bridge", memory, "--", *command]
 
         class Client(NotebookClient):
+            async def _async_handle_timeout(self, timeout, cell=None):
+                kernel.timed_out = True  # nbclient interrupts the kernel and gives up on the cell's reply
+                return await super()._async_handle_timeout(timeout, cell)
+
             def output(self, outs, msg, display_id, cell_index):
                 kernel._count_output(msg)
                 if kernel.output_bytes > kernel.options.max_output_mb * 2**20:
@@ -311,7 +316,8 @@ class _Kernel(bridge.Bridge):
         env.pop("JPY_SESSION_NAME", None)
         self.nb = nbformat.v4.new_notebook()
         self.client = Client(self.nb, km=CappedKernelManager(kernel_name="python3"), kernel_name="python3",
-                             allow_errors=True, interrupt_on_timeout=False, iopub_timeout=4,
+                             allow_errors=True, interrupt_on_timeout=True, iopub_timeout=4,
+                             error_on_timeout={"ename": "Timeout", "evalue": "the cell ran out of time"},
                              resources={"metadata": {"path": str(self.workdir)}})
         self.client.start_new_kernel(env=env)
         self.client.start_new_kernel_client()
@@ -334,7 +340,7 @@ class _Kernel(bridge.Bridge):
         try:
             if self.client.kc is not None:
                 self.client.kc.stop_channels()
-            km.shutdown_kernel(now=True)
+            _wait(km.shutdown_kernel(now=True))
         except Exception:
             pass
         self.client = None
@@ -358,45 +364,38 @@ class _Kernel(bridge.Bridge):
 
     def run(self, source: str, timeout: float) -> str:
         """Run one cell: ``ok``, ``error``, ``timeout`` (the kernel was interrupted) or ``died``."""
-        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+        status = self._execute(source, timeout)
+        if status == "timeout" and self._execute("pass", 5) != "ok":
+            self.dead = True  # it does not listen even after an interrupt
+            self.stop()
+            return "died"
+        return status
+
+    def _execute(self, source: str, timeout: float) -> str:
+        from nbclient.exceptions import DeadKernelError
 
         cell = nbformat.v4.new_code_cell(source)
         self.nb.cells = [cell]  # nothing to keep: outputs are counted, not stored
         self.client.timeout = max(1, int(math.ceil(timeout)))
+        self.timed_out = False
         errors = len(self.errors)
         try:
             self.client.execute_cell(cell, 0, store_history=False)
         except DeadKernelError:
             self.dead = True
             return "died"
-        except CellTimeoutError:
-            return "timeout" if self._settle() else "died"
         except Exception as e:  # a broken channel is a dead kernel for our purposes
             self.errors.append(f"{type(e).__name__}: {e}")
             self.dead = not self._alive()
             return "died" if self.dead else "error"
+        if self.timed_out:
+            return "timeout"
         return "error" if len(self.errors) > errors else "ok"
 
     def _alive(self) -> bool:
         try:
-            return bool(self.client.km.is_alive())
+            return bool(_wait(self.client.km.is_alive()))
         except Exception:
-            return False
-
-    def _settle(self) -> bool:
-        """After a timeout: interrupt, and make sure the kernel listens again; if it does not, kill it."""
-        from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-        try:
-            self.client.km.interrupt_kernel()
-            probe = nbformat.v4.new_code_cell("pass")
-            self.nb.cells = [probe]
-            self.client.timeout = 5
-            self.client.execute_cell(probe, 0, store_history=False)
-            return True
-        except (CellTimeoutError, DeadKernelError, Exception):
-            self.dead = True
-            self.stop()
             return False
 
     # ---- answers
@@ -449,6 +448,21 @@ class _Kernel(bridge.Bridge):
             error = reply["error"] if isinstance(reply["error"], dict) else {}
             bridge.raise_from_kernel(error)
         return reply["value"]
+
+
+def _wait(result):
+    """The value of a kernel manager's call, whether it is a coroutine or not."""
+    import inspect
+
+    from jupyter_core.utils import run_sync
+
+    if not inspect.isawaitable(result):
+        return result
+
+    async def wait():
+        return await result
+
+    return run_sync(wait)()
 
 
 @dataclass
