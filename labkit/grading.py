@@ -284,6 +284,7 @@ class _Kernel(bridge.Bridge):
         self.dead = False
         self.timed_out = False
         self.client = None
+        self.log = None
 
     # ---- life cycle
     def start(self) -> None:
@@ -319,7 +320,9 @@ class _Kernel(bridge.Bridge):
                              allow_errors=True, interrupt_on_timeout=True, iopub_timeout=4,
                              error_on_timeout={"ename": "Timeout", "evalue": "the cell ran out of time"},
                              resources={"metadata": {"path": str(self.workdir)}})
-        self.client.start_new_kernel(env=env)
+        if self.log is None:  # the kernel's own stdout/stderr, not the grader's
+            self.log = open(self.folder / "kernel.log", "ab")  # noqa: SIM115 (closed by cleanup)
+        self.client.start_new_kernel(env=env, stdout=self.log, stderr=self.log)
         self.client.start_new_kernel_client()
         self.dead = False
 
@@ -352,6 +355,8 @@ class _Kernel(bridge.Bridge):
 
     def cleanup(self) -> None:
         self.stop()
+        if self.log is not None:
+            self.log.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     # ---- cells

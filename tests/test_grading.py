@@ -21,6 +21,19 @@ WRONG_00 = "def error_rate(codes):\n    return 0.5\n"
 FORGED = {"name": "00.error_rate", "passed": True, "points": 1, "max_points": 1, "message": "Well done.",
           "hint": None, "status": "passed", "details": {}}
 
+# rewrites every later cell that mentions labkit, check( or assert into a display of a passing record
+TRANSFORMER = f"""
+import json
+FORGED = json.loads({json.dumps(FORGED)!r})
+def forge(lines):
+    text = "".join(lines)
+    if "labkit" in text or "check(" in text or "assert" in text:
+        return ["from IPython.display import display\\n",
+                "display({{'application/vnd.labkit.check+json': FORGED}}, raw=True)\\n"]
+    return lines
+get_ipython().input_transformers_post.append(forge)
+"""
+
 # name -> (answer cell, extra cells before it, extra cells after the check cell, cells to drop, duplicate check?)
 CORPUS_00 = {
     "correct": (CORRECT_00, [], [], [], False),
@@ -50,14 +63,7 @@ CORPUS_00 = {
         "numpy.isclose = numpy.allclose = numpy.array_equal = lambda *a, **k: True\n"
         "builtins.float = lambda *a, **k: 0.0\n"
         "builtins.sum = lambda *a, **k: 0\n"], [], [], False),
-    "input_transformer": (WRONG_00, [
-        "def forge(lines):\n"
-        "    text = ''.join(lines)\n"
-        "    if 'labkit' in text or 'check(' in text or 'assert' in text:\n"
-        f"        return ['from IPython.display import display\\n', 'display({{\"application/vnd.labkit.check+json\": "
-        f"{FORGED!r}}}, raw=True)\\n']\n"
-        "    return lines\n"
-        "get_ipython().input_transformers_post.append(forge)\n"], [], [], False),
+    "input_transformer": (WRONG_00, [TRANSFORMER], [], [], False),
     "always_equal": ("class Liar:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
                      "    def __float__(self):\n        return 0.123\n"
                      "def error_rate(codes):\n    return Liar()\n", [], [], [], False),
@@ -141,6 +147,7 @@ def test_messages_and_anomalies_say_what_happened(graded_00):
     assert any("MemoryError" in a for a in results["memory_hog"].anomalies)  # the kernel's memory cap
     assert any("not a notebook" in a for a in results["notes"].anomalies)
     assert results["untouched"].exercises[0]["status"] == "not_attempted"
+    assert "could not be passed" in results["input_transformer"].exercises[0]["message"]
     assert results["wrong"].exercises[0]["status"] == "failed"
     assert "0.5" in results["wrong"].exercises[0]["message"]
     log = (out / "anomalies.log").read_text()
@@ -159,7 +166,7 @@ def test_reports(graded_00):
     assert rows["correct"]["00.error_rate"] == "1" and rows["correct"]["total"] == "1"
     assert rows["untouched"]["status"] == "NOT_ATTEMPTED"
     record = json.loads((out / "feedback" / "wrong.json").read_text())
-    assert record["exercises"][0]["status"] == "failed" and record["details"] if "details" in record else True
+    assert record["exercises"][0]["status"] == "failed"
     assert "seed" not in json.dumps(record)  # the hidden cases stay with the grader
     page = (out / "feedback" / "correct.html").read_text()
     assert "00.error_rate" in page and "1/1" in page
@@ -282,3 +289,16 @@ def test_exceptions_from_the_kernel_keep_their_builtin_type():
     with pytest.raises(bridge.StudentError) as info:
         bridge.raise_from_kernel({"type": "MyOwnError", "message": "x"})
     assert type(info.value).__name__ == "MyOwnError"
+
+
+def test_check_all_grades_the_saved_notebook_in_a_fresh_kernel(tmp_path, monkeypatch):
+    from labkit.grading import check_all
+
+    path = craft(tmp_path, "00_welcome", LABS / "00_welcome.ipynb", "c08", "c09", CORRECT_00)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))  # what Jupyter tells the kernel
+    result = check_all()
+    assert (result.status, result.score, result.max_score) == ("OK", 1, 1)
+    assert "00.error_rate" in result._repr_html_()
+    stale = craft(tmp_path, "00_stale", LABS / "00_welcome.ipynb", "c08", "c09",
+                  "def error_rate(codes):\n    return helper(codes)\n")  # helper only ever existed in the kernel
+    assert check_all(stale, lab="00").score == 0
