@@ -302,3 +302,29 @@ def test_check_all_grades_the_saved_notebook_in_a_fresh_kernel(tmp_path, monkeyp
     stale = craft(tmp_path, "00_stale", LABS / "00_welcome.ipynb", "c08", "c09",
                   "def error_rate(codes):\n    return helper(codes)\n")  # helper only ever existed in the kernel
     assert check_all(stale, lab="00").score == 0
+
+
+def test_check_all_works_from_inside_a_notebook(tmp_path):
+    from nbclient import NotebookClient
+
+    path = craft(tmp_path, "00_welcome", LABS / "00_welcome.ipynb", "c08", "c09", CORRECT_00)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"from labkit.grading import check_all\nr = check_all({str(path)!r})\n"
+                                          "print(r.status, r.score)")]
+    NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    assert nb.cells[0].outputs[0]["text"].strip() == "OK 1.0"
+
+
+def test_path_answers_stay_inside_the_notebook_folder(tmp_path):
+    from labkit.grading import _confine
+
+    work = tmp_path / "lab"
+    (work / "runtime").mkdir(parents=True)
+    (work / "runtime" / "model.py").write_text("")
+    (tmp_path / "secret").mkdir()
+    assert _confine("runtime", work) is None
+    assert _confine("not a path at all", work) is None
+    assert "outside" in _confine("../secret", work)
+    assert "outside" in _confine(str(tmp_path / "secret"), work)
+    (work / "runtime" / "escape").symlink_to(tmp_path / "secret")
+    assert "outside" in _confine("runtime", work)
