@@ -1,4 +1,5 @@
-"""Generate student notebooks from the solution notebooks (``labkit assign``).
+"""Generate student notebooks from the solution notebooks (``labkit assign``) and grade submissions
+(``labkit grade``, ``check_all()``; see the second half of this module).
 
 Solution code sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION``
 (nbgrader's and otter-grader's convention). In the student version:
@@ -348,10 +349,6 @@ class _Kernel(bridge.Bridge):
             pass
         self.client = None
         end_processes(self.marker, family)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     def cleanup(self) -> None:
         self.stop()

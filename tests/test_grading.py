@@ -47,6 +47,7 @@ CORPUS_00 = {
     "memory_hog": (CORRECT_00, ["hog = bytearray(8 * 2**30)\n"], [], [], False),
     "deleted_check": (CORRECT_00, [], [], ["c09"], False),
     "duplicated_check": (CORRECT_00, [], [], [], True),
+    "moved_answer": (None, [], [CORRECT_00], ["c08"], False),  # the function now comes after its check cell
     "forged_record": (WRONG_00, [], [
         "from IPython.display import display\n"
         f"display({{'application/vnd.labkit.check+json': {FORGED!r}, 'text/plain': '✔ Passed'}}, raw=True)\n"
@@ -73,6 +74,7 @@ EXPECTED_00 = {
     "correct": ("OK", 1), "wrong": ("OK", 0), "untouched": ("NOT_ATTEMPTED", 0), "loop_cell": ("TIMEOUT", 1),
     "loop_answer": ("OK", 0), "exit_cell": ("KERNEL_DIED", 1), "exit_answer": ("KERNEL_DIED", 0),
     "flood": ("OK", 1), "syntax_error": ("ERROR", 1), "deleted_check": ("OK", 1), "duplicated_check": ("OK", 1),
+    "moved_answer": ("OK", 1),
     "forged_record": ("OK", 0), "patch_checks": ("OK", 0), "patch_numpy_builtins": ("NOT_ATTEMPTED", 0),
     "memory_hog": ("ERROR", 1),
     "input_transformer": ("NOT_ATTEMPTED", 0), "always_equal": ("OK", 0), "not_a_notebook": ("ERROR", 0),
