@@ -262,7 +262,7 @@ def without_checks(source: str) -> str:
     return "".join(lines)
 
 
-class _KernelDied(BaseException):
+class KernelDied(BaseException):
     """The kernel died while running student code for a check (BaseException: no check may swallow it)."""
 
     def __str__(self):
@@ -425,7 +425,7 @@ class _Kernel(bridge.Bridge):
         from labkit.checks import _TimeUp
 
         if self.dead:
-            raise _KernelDied()
+            raise KernelDied()
         self.requests += 1
         n = self.requests
         try:
@@ -437,7 +437,7 @@ class _Kernel(bridge.Bridge):
             raise _TimeUp
         status = self.run(f"__import__('labkit.bridge').bridge.serve({str(self.folder)!r}, {n})", left)
         if status == "died":
-            raise _KernelDied()
+            raise KernelDied()
         if status == "timeout":
             raise _TimeUp
         try:
