@@ -376,6 +376,9 @@ class _Kernel(bridge.Bridge):
     def _execute(self, source: str, timeout: float) -> str:
         from nbclient.exceptions import DeadKernelError
 
+        if self.client is None:
+            self.dead = True
+            return "died"
         cell = nbformat.v4.new_code_cell(source)
         self.nb.cells = [cell]  # nothing to keep: outputs are counted, not stored
         self.client.timeout = max(1, int(math.ceil(timeout)))
