@@ -999,22 +999,21 @@ def _summary(lab: Lab, results: list[Result]) -> dict:
 
 
 def _plot(path: Path, lab: Lab, results: list[Result], summary: dict) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's, say) stays as it is
+    from matplotlib.ticker import MaxNLocator
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    left, right = fig.subplots(1, 2)
     top = max(lab.max_score, 1)
     left.hist([r.score for r in results], bins=[x - 0.5 for x in range(int(top) + 2)], color="#1565c0")
     left.set(xlabel="score", ylabel="students", title="Score distribution")
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
     names = list(summary["pass_rate"])
     right.barh(names, [summary["pass_rate"][n] for n in names], color="#2e7d32")
     right.set(xlim=(0, 1), xlabel="share of students who passed", title="Pass rate per exercise")
     right.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=80, metadata={"Software": None})
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- student side
