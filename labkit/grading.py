@@ -365,12 +365,13 @@ class _Kernel(bridge.Bridge):
             self.errors.append(f"{content.get('ename', 'Error')}: {str(content.get('evalue', ''))[:300]}")
 
     def run(self, source: str, timeout: float) -> str:
-        """Run one cell: ``ok``, ``error``, ``timeout`` (the kernel was interrupted) or ``died``."""
+        """Run one cell: ``ok``, ``error``, ``timeout`` (interrupted), ``hung`` (ignored the interrupt, so the
+        kernel was killed) or ``died``."""
         status = self._execute(source, timeout)
         if status == "timeout" and self._execute("pass", 5) != "ok":
-            self.dead = True  # it does not listen even after an interrupt
+            self.dead = True
             self.stop()
-            return "died"
+            return "hung"
         return status
 
     def _execute(self, source: str, timeout: float) -> str:
@@ -441,7 +442,7 @@ class _Kernel(bridge.Bridge):
         status = self.run(f"__import__('labkit.bridge').bridge.serve({str(self.folder)!r}, {n})", left)
         if status == "died":
             raise KernelDied()
-        if status == "timeout":
+        if status in ("timeout", "hung"):
             raise _TimeUp
         try:
             reply = bridge._read(self.folder, f"out-{n}", self)
@@ -681,6 +682,12 @@ def _grade_in_kernel(nb, lab: Lab, kernel: _Kernel, result: Result, key: bytes, 
                 elif status == "error":
                     result.status = _worse(result.status, "ERROR")
                     result.anomalies.append(f"cell {i + 1} raised {kernel.errors[-1] if kernel.errors else 'an error'}")
+                elif status == "hung":
+                    result.status = _worse(result.status, "TIMEOUT")
+                    result.anomalies.append(f"cell {i + 1} ran over {options.timeout_cell:g} s and ignored the "
+                                            "interrupt: the kernel was restarted without it")
+                    skip.add(i)
+                    return False
                 elif status == "died":
                     result.status = _worse(result.status, "KERNEL_DIED")
                     result.anomalies.append(f"the kernel died in cell {i + 1}")

@@ -39,6 +39,8 @@ CORPUS_00 = {
     "correct": (CORRECT_00, [], [], [], False),
     "wrong": (WRONG_00, [], [], [], False),
     "loop_cell": (CORRECT_00, ["while True:\n    pass\n"], [], [], False),
+    "ignores_interrupt": (CORRECT_00, ["import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                                       "while True:\n    pass\n"], [], [], False),
     "loop_answer": ("def error_rate(codes):\n    while True:\n        pass\n", [], [], [], False),
     "exit_cell": (CORRECT_00, ["import os\nos._exit(3)\n"], [], [], False),
     "exit_answer": ("def error_rate(codes):\n    import os\n    os._exit(3)\n", [], [], [], False),
@@ -72,6 +74,7 @@ CORPUS_00 = {
 # name -> (status, score): what each crafted submission must get
 EXPECTED_00 = {
     "correct": ("OK", 1), "wrong": ("OK", 0), "untouched": ("NOT_ATTEMPTED", 0), "loop_cell": ("TIMEOUT", 1),
+    "ignores_interrupt": ("TIMEOUT", 1),
     "loop_answer": ("OK", 0), "exit_cell": ("KERNEL_DIED", 1), "exit_answer": ("KERNEL_DIED", 0),
     "flood": ("OK", 1), "syntax_error": ("ERROR", 1), "deleted_check": ("OK", 1), "duplicated_check": ("OK", 1),
     "moved_answer": ("OK", 1),
@@ -143,6 +146,7 @@ def test_messages_and_anomalies_say_what_happened(graded_00):
     assert "more than 10 s" in results["loop_answer"].exercises[0]["message"]
     assert "kernel died" in results["exit_answer"].exercises[0]["message"]
     assert any("interrupted" in a for a in results["loop_cell"].anomalies)
+    assert any("ignored the interrupt" in a for a in results["ignores_interrupt"].anomalies)
     assert any("kernel died in cell" in a for a in results["exit_cell"].anomalies)
     assert any("outputs dropped" in a for a in results["flood"].anomalies)
     assert any("SyntaxError" in a for a in results["syntax_error"].anomalies)
