@@ -18,7 +18,6 @@ import builtins
 import json
 import math
 import os
-import sys
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -373,20 +372,3 @@ class RemoteFunction(Remote):
 
     def __call__(self, *args, **kwargs):
         return self._ask("call", args=list(args), kwargs=dict(kwargs))
-
-
-# --------------------------------------------------------------------------- kernel launcher
-
-def _launch(argv: list[str]) -> None:
-    """``python -m labkit.bridge MEMORY_BYTES -- CMD...``: cap the address space, then become the kernel."""
-    import resource
-
-    memory = int(argv[0])
-    if memory > 0:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    command = argv[argv.index("--") + 1:]
-    os.execvp(command[0], command)
-
-
-if __name__ == "__main__":
-    _launch(sys.argv[1:])

@@ -192,6 +192,11 @@ def assign(source: Path | str = "labs/solutions", dest: Path | str = "labs", *, 
 STATUSES = ("OK", "NOT_ATTEMPTED", "ERROR", "TIMEOUT", "KERNEL_DIED")  # a row shows the most severe one
 CHECK_NAME = re.compile(r"^\d\d\.[A-Za-z0-9_]+$")
 MARKER = "LABKIT_GRADING_RUN"  # in the environment of every process a graded kernel starts
+# Runs before the kernel: caps the address space (inherited by every process the kernel starts), then
+# becomes the kernel. Standard library only, so it costs nothing.
+_CAP_MEMORY = ("import os, resource, sys; m = int(sys.argv[1])\n"
+               "if m > 0: resource.setrlimit(resource.RLIMIT_AS, (m, m))\n"
+               "os.execvp(sys.argv[3], sys.argv[3:])")
 
 
 @dataclass
@@ -298,7 +303,7 @@ class _Kernel(bridge.Bridge):
             def format_kernel_cmd(self, extra_arguments=None):
                 command = super().format_kernel_cmd(extra_arguments)
                 memory = str(kernel.options.memory_mb * 2**20)
-                return [sys.executable, "-m", "labkit.bridge", memory, "--", *command]
+                return [sys.executable, "-c", _CAP_MEMORY, memory, "--", *command]
 
         class Client(NotebookClient):
             async def _async_handle_timeout(self, timeout, cell=None):
