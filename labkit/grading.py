@@ -291,6 +291,7 @@ class _Kernel(bridge.Bridge):
         self.timed_out = False
         self.client = None
         self.log = None
+        self.starts = 0
 
     # ---- life cycle
     def start(self) -> None:
@@ -322,13 +323,23 @@ class _Kernel(bridge.Bridge):
                     "PYTHONDONTWRITEBYTECODE": "1", "TF_USE_LEGACY_KERAS": "1"})
         env.pop("JPY_SESSION_NAME", None)
         self.nb = nbformat.v4.new_notebook()
-        self.client = Client(self.nb, km=CappedKernelManager(kernel_name="python3"), kernel_name="python3",
-                             allow_errors=True, interrupt_on_timeout=True, iopub_timeout=4,
-                             error_on_timeout={"ename": "Timeout", "evalue": "the cell ran out of time"},
-                             resources={"metadata": {"path": str(self.workdir)}})
         if self.log is None:  # the kernel's own stdout/stderr, not the grader's
             self.log = open(self.folder / "kernel.log", "ab")  # noqa: SIM115 (closed by cleanup)
-        self.client.start_new_kernel(env=env, stdout=self.log, stderr=self.log)
+        for attempt in (1, 2):  # a kernel that dies before its first reply gets one more chance
+            self.starts += 1
+            # Unix sockets in our own folder: no race for TCP ports with kernels that start at the same time.
+            km = CappedKernelManager(kernel_name="python3", transport="ipc", ip=str(self.folder / f"k{self.starts}"))
+            self.client = Client(self.nb, km=km, kernel_name="python3",
+                                 allow_errors=True, interrupt_on_timeout=True, iopub_timeout=4,
+                                 error_on_timeout={"ename": "Timeout", "evalue": "the cell ran out of time"},
+                                 resources={"metadata": {"path": str(self.workdir)}})
+            try:
+                self.client.start_new_kernel(env=env, stdout=self.log, stderr=self.log)
+                break
+            except RuntimeError:
+                self.stop()
+                if attempt == 2:
+                    raise
         self.client.start_new_kernel_client()
         self.dead = False
 
