@@ -1,4 +1,4 @@
-"""The ``labkit`` command: ``doctor``, ``assign`` and ``serve``.
+"""The ``labkit`` command: ``doctor``, ``assign``, ``grade`` and ``serve``.
 
 ``doctor()`` is also callable from a notebook, where it renders as a table.
 """
@@ -146,6 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dest", default="labs", help="folder for the student notebooks")
     p.add_argument("--check", action="store_true", help="write nothing; fail if anything is out of sync")
 
+    p = commands.add_parser("grade", help="grade submitted notebooks into grades.csv and feedback")
+    p.add_argument("submissions", nargs="+", help="notebooks, or folders of them")
+    p.add_argument("--lab", required=True, help="lab number, e.g. 01")
+    p.add_argument("--out", default="grades", help="output folder (default: grades)")
+    p.add_argument("--workers", type=int, default=1, help="notebooks graded at once")
+    p.add_argument("--timeout-cell", type=float, default=60, help="seconds per cell (default 60)")
+    p.add_argument("--timeout-notebook", type=float, default=300, help="seconds for all cells (default 300)")
+    p.add_argument("--memory-mb", type=int, default=4096, help="address-space cap per kernel (default 4096)")
+    p.add_argument("--solutions", default=None, help="folder of solution notebooks (default labs/solutions)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     p = commands.add_parser("serve", help="serve a model repository until Ctrl-C")
     p.add_argument("repository", help="folder with model-settings.json files")
     p.add_argument("--workers", type=int, default=None, help="MLServer parallel_workers")
@@ -154,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        return {"doctor": _doctor, "assign": _assign, "serve": _serve}[args.command](args)
+        return {"doctor": _doctor, "assign": _assign, "grade": _grade, "serve": _serve}[args.command](args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # one line for the user, not a traceback
@@ -182,6 +193,22 @@ def _assign(args) -> int:
     if args.check:
         print(f"{len(result.unchanged)} student notebooks in sync, {len(result.out_of_sync)} out of sync")
     return 1 if (args.check and (result.out_of_sync or result.stale)) else 0
+
+
+def _grade(args) -> int:
+    from labkit.grading import Options, grade
+
+    options = Options(timeout_cell=args.timeout_cell, timeout_notebook=args.timeout_notebook,
+                      memory_mb=args.memory_mb)
+    results = grade(args.submissions, args.lab, args.out, workers=args.workers, options=options,
+                    solutions=args.solutions, progress=not args.quiet)
+    statuses = {}
+    for r in results:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    print(f"graded {len(results)} submissions ({counts}); wrote {Path(args.out) / 'grades.csv'}, feedback/, "
+          "summary.html, anomalies.log")
+    return 0
 
 
 def _serve(args) -> int:

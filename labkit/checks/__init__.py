@@ -167,6 +167,11 @@ def _time_limit(seconds: float):
 
 def check(name: str, answer: Any = ..., *, seed: int | None = None) -> Feedback:
     """Check ``answer`` for the exercise ``name``; never raises on the answer."""
+    return evaluate(name, answer, seed=seed)
+
+
+def evaluate(name: str, answer: Any = ..., *, seed: int | None = None) -> Feedback:
+    """The verdict of ``check()`` and nothing else: the grader calls this (with a proxy for the answer)."""
     if not isinstance(name, str):
         return Feedback(str(type(name).__name__), False, 0, 0, "The first argument of check() is the "
                         "exercise name, a string such as \"01.request\".", status="error")
@@ -214,5 +219,6 @@ def _safe_str(error: BaseException) -> str:
 
 
 __all__ = [
-    "MIME_TYPE", "Fail", "Feedback", "NotAttempted", "check", "expect_function", "names", "register", "safe_repr",
+    "MIME_TYPE", "Fail", "Feedback", "NotAttempted", "check", "evaluate", "expect_function", "names", "register",
+    "safe_repr",
 ]
