@@ -18,8 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jupyterlab
-
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE.parent / "labkit" / "jupyter" / "labextension"
 SOURCES = ["package.json", "package-lock.json", "tsconfig.json", "src", "style"]
@@ -36,6 +34,8 @@ def source_hash() -> str:
 
 
 def main() -> int:
+    import jupyterlab
+
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     core = Path(jupyterlab.__file__).parent / "staging" / "package.json"

@@ -7,7 +7,7 @@ import textwrap
 import httpx
 import pytest
 from conftest import wait_gone
-from jupyter_server import ROOT, jupyterlab
+from running_lab import ROOT, jupyterlab
 
 from labkit.checks import names
 from labkit.jupyter import catalog, progress
