@@ -38,6 +38,7 @@ class Lab:
 @contextlib.contextmanager
 def jupyterlab(root: Path, home: Path, base_url: str = "/", extra_env: dict | None = None, timeout: float = 90):
     """Run ``jupyter lab`` on ``root`` with a token, a private data dir and progress file; yield a ``Lab``."""
+    home.mkdir(parents=True, exist_ok=True)
     port, token = free_port(), secrets.token_hex(16)
     progress_file = home / "progress.json"
     env = dict(
