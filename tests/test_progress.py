@@ -61,6 +61,7 @@ def test_a_crash_mid_write_keeps_the_previous_file(tmp_path, monkeypatch):
 def test_record_outside_a_kernel_writes_nothing(tmp_path, monkeypatch):
     path = tmp_path / "progress.json"
     monkeypatch.setenv("LABKIT_PROGRESS_FILE", str(path))
+    monkeypatch.delenv("LABKIT_PROGRESS", raising=False)  # tasks.py test sets it to off
     result = check("00.error_rate", lambda codes: 0.0)
     assert isinstance(result, Feedback) and not path.exists()
 
@@ -72,6 +73,7 @@ def test_record_never_breaks_a_check(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LABKIT_PROGRESS_FILE", str(blocker / "progress.json"))  # a path under a file
     monkeypatch.setattr(progress, "_in_kernel", lambda: True)
     monkeypatch.setattr(progress, "_warned", False)
+    monkeypatch.delenv("LABKIT_PROGRESS", raising=False)  # tasks.py test sets it to off
     result = check("00.error_rate", lambda codes: sum(c >= 400 for c in codes) / len(codes) if codes else 0.0)
     assert result.status == "passed"
     assert "could not record progress" in capsys.readouterr().err

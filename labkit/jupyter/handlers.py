@@ -38,7 +38,11 @@ async def exercise_catalogue(labs: list[str]) -> dict:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env=dict(os.environ, LABKIT_QUIET="1", LABKIT_PROGRESS="off"),
         )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+        except asyncio.TimeoutError:
+            proc.kill()
+            return {lab: {"error": "listing the checks took over 120 s"} for lab in labs}
         if proc.returncode != 0:
             message = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
             return {lab: {"error": f"listing the checks failed: {message[0]}"} for lab in labs}
