@@ -10,6 +10,7 @@ path gets the tested pins. Extra arguments go to JupyterLab or pytest.
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -51,16 +52,25 @@ def ensure_environment() -> None:
     steps = [
         [str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
         [str(PYTHON), "-m", "pip", "install", "--quiet", "-c", "constraints.txt", "-e", ".[dev]"],
+        # An editable install skips the wheel's data files (below), so link the prebuilt sidebar.
+        [str(BIN / "jupyter-builder"), "develop", "--overwrite", "."],
     ]
+    # Playwright (dev extra, for the browser test) drives Debian's Chromium; never its own download.
+    env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     for step in steps:
-        if subprocess.call(step, cwd=ROOT) != 0:
+        if subprocess.call(step, cwd=ROOT, env=env) != 0:
             fail("installing the packages failed (see pip's message above). Check your network, "
                  "then run the command again; it resumes where it stopped.")
+    # ... and enable the server extension as the wheel does: its file in jupyter_server_config.d.
+    config_d = VENV / "etc" / "jupyter" / "jupyter_server_config.d"
+    config_d.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT / "jupyter-config" / "labkit.json", config_d / "labkit.json")
     STAMP.write_text(fingerprint)
 
 
-def run(command: list[str], cwd: Path = ROOT) -> int:
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+def run(command: list[str], cwd: Path = ROOT, **extra_env: str) -> int:
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+               **extra_env)
     try:
         return subprocess.call(command, cwd=cwd, env=env)
     except KeyboardInterrupt:
@@ -74,9 +84,22 @@ def lab(args: list[str]) -> int:
     return run(command, cwd=ROOT / "labs")
 
 
+def ensure_chromium() -> None:
+    """The browser test needs Debian's Chromium: install it when we are root and it is missing."""
+    if shutil.which("chromium") or not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return  # present, or not ours to install: tests/test_browser.py skips and says why
+    print("Installing Debian's chromium for the browser test ...", flush=True)
+    quiet = {"stdout": subprocess.DEVNULL}
+    if subprocess.call(["apt-get", "install", "-y", "-q", "chromium"], **quiet) != 0:
+        subprocess.call(["apt-get", "update", "-q"], **quiet)
+        subprocess.call(["apt-get", "install", "-y", "-q", "chromium"], **quiet)
+
+
 def test(args: list[str]) -> int:
+    ensure_chromium()
     lint = run([str(PYTHON), "-m", "ruff", "check", "labkit", "tests", "tasks.py", "datasets", "benchmarks"])
-    tests = run([str(PYTHON), "-m", "pytest", *args])
+    # The notebooks that the tests run must not write into the user's own progress (the sidebar's).
+    tests = run([str(PYTHON), "-m", "pytest", *args], LABKIT_PROGRESS="off")
     return lint or tests
 
 

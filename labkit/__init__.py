@@ -17,5 +17,20 @@ if "tensorflow" in sys.modules and not os.environ.get("LABKIT_QUIET"):
 
 from labkit.checks import Feedback, check  # noqa: E402
 
+
+def _jupyter_labextension_paths():
+    """Where the prebuilt sidebar lives (``jupyter labextension develop`` links it for ``pip install -e``)."""
+    from labkit.jupyter import _jupyter_labextension_paths as paths
+
+    return paths()
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext labkit``: the ``%mlserver`` and ``%%model_settings`` magics."""
+    from labkit.jupyter import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = ["Feedback", "check"]
 __version__ = "0.1.0"

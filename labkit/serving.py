@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import html
 import json
 import os
 import select
@@ -114,6 +115,14 @@ class Server:
     def metrics_url(self) -> str:
         return f"http://{HOST}:{self.metrics_port}/metrics"
 
+    def browser_url(self, path: str = "", port: int | None = None) -> str:
+        """The address of ``path`` on this server for the student's browser.
+
+        The kernel always calls 127.0.0.1 (``url``); under JupyterHub or Binder the browser
+        is elsewhere and reaches the server through jupyter-server-proxy instead.
+        """
+        return proxied_url(port or self.http_port, path)
+
     @property
     def models(self) -> list[str]:
         return model_names(self.repository)
@@ -211,10 +220,19 @@ class Server:
     def _repr_html_(self) -> str:
         state = "running" if self.running else "stopped"
         models = ", ".join(self.models) or "no models"
+        links = ""
+        if self.running:
+            # dataplane.json, not the Swagger page /v2/docs: that one loads its API
+            # description from an absolute path, which breaks behind the Jupyter proxy.
+            pages = [("ready", self.browser_url("/v2/health/ready")),
+                     ("API (OpenAPI)", self.browser_url("/v2/docs/dataplane.json")),
+                     ("metrics", self.browser_url("/metrics", self.metrics_port))]
+            links = "<br>open: " + " &middot; ".join(
+                f'<a href="{html.escape(href)}" target="_blank">{label}</a>' for label, href in pages)
         return (
             f"<b>MLServer</b> ({state}): REST <code>{self.url}</code>, gRPC "
             f"<code>{self.grpc_target}</code>, metrics <code>{self.metrics_url}</code>; "
-            f"models: {models}"
+            f"models: {html.escape(models)}{links}"
         )
 
     # -- internals ---------------------------------------------------------
@@ -298,6 +316,20 @@ class Server:
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.1)
+
+
+def proxied_url(port: int, path: str = "") -> str:
+    """``http://127.0.0.1:PORT/path``, or ``<prefix>proxy/PORT/path`` under JupyterHub or Binder.
+
+    Both set ``JUPYTERHUB_SERVICE_PREFIX`` (for example ``/user/ada/``), and
+    jupyter-server-proxy forwards ``<prefix>proxy/PORT/...`` to 127.0.0.1:PORT with the
+    prefix stripped.
+    """
+    path = "/" + path.lstrip("/") if path else ""
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+    if prefix:
+        return f"/{prefix.strip('/')}/proxy/{port}{path}".replace("//proxy", "/proxy")
+    return f"http://{HOST}:{port}{path}"
 
 
 def running_servers() -> list[Server]:
