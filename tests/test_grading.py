@@ -334,3 +334,12 @@ def test_path_answers_stay_inside_the_notebook_folder(tmp_path):
     assert "outside" in _confine(str(tmp_path / "secret"), work)
     (work / "runtime" / "escape").symlink_to(tmp_path / "secret")
     assert "outside" in _confine("runtime", work)
+
+
+def test_the_grader_gives_each_check_its_own_time_limit():
+    from labkit.checks import TIME_LIMIT
+    from labkit.grading import _check_seconds
+
+    assert _check_seconds("02.runtime") == 30  # starts an MLServer on the student's runtime
+    assert _check_seconds("01.request") == TIME_LIMIT
+    assert _check_seconds("99.nothing") == TIME_LIMIT

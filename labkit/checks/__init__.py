@@ -169,7 +169,7 @@ def _time_limit(seconds: float):
 
 def check(name: str, answer: Any = ..., *, seed: int | None = None) -> Feedback:
     """Check ``answer`` for the exercise ``name``; never raises on the answer."""
-    return evaluate(name, answer, seed=seed)
+    return record_progress(evaluate(name, answer, seed=seed))  # for the sidebar; never raises
 
 
 def evaluate(name: str, answer: Any = ..., *, seed: int | None = None) -> Feedback:
@@ -188,8 +188,7 @@ def evaluate(name: str, answer: Any = ..., *, seed: int | None = None) -> Feedba
     details = {"seed": seed}
 
     def verdict(status, message, points=0.0):
-        feedback = Feedback(name, status == "passed", points, spec.points, message, spec.hint, status, details)
-        return record_progress(feedback)  # for the sidebar; never raises
+        return Feedback(name, status == "passed", points, spec.points, message, spec.hint, status, details)
 
     if answer is ...:
         return verdict("not_attempted", "Replace the `...` placeholder with your answer, run that cell, then this one.")
