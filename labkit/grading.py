@@ -511,8 +511,24 @@ def end_processes(marker: str, known=()) -> list[int]:
     for proc in victims.values():
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    psutil.wait_procs(list(victims.values()), timeout=5)
+    # A killed process whose parent died too stays a zombie until init reaps it, which can take seconds in a
+    # container; a zombie holds no memory, ports or files, so it counts as ended.
+    deadline = time.monotonic() + 5
+    alive = list(victims.values())
+    while alive and time.monotonic() < deadline:
+        alive = [proc for proc in alive if _still_running(proc)]
+        if alive:
+            time.sleep(0.02)
     return sorted(victims)
+
+
+def _still_running(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:  # gone
+        return False
 
 
 # --------------------------------------------------------------------------- one submission
