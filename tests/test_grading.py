@@ -343,3 +343,16 @@ def test_the_grader_gives_each_check_its_own_time_limit():
     assert _check_seconds("02.runtime") == 30  # starts an MLServer on the student's runtime
     assert _check_seconds("01.request") == TIME_LIMIT
     assert _check_seconds("99.nothing") == TIME_LIMIT
+
+
+@pytest.mark.parametrize("number", ["02", "03", "06", "07"])
+def test_every_lab_solution_gets_full_marks_from_the_grader(tmp_path, number):
+    """The same notebook scores the same in check() and in the grader: bridge round trips and servers included."""
+    lab = Lab.find(number, LABS / "solutions")
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    nbformat.write(nbformat.read(lab.solution, as_version=4), folder / "solution.ipynb")
+    [result] = grade([folder], lab, tmp_path / "out", workers=1, progress=False)
+    failed = {e["name"]: e["message"] for e in result.exercises if e["status"] != "passed"}
+    assert (result.status, failed, result.score) == ("OK", {}, result.max_score)
+    assert no_grading_processes() == []

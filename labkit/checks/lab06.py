@@ -55,6 +55,7 @@ def _verdict(result, call):
     title="A feature-wise KS drift detector with a multiple-testing correction",
     hint="Run scipy.stats.ks_2samp on each feature and compare each p-value with p_val / number of features "
          "(Bonferroni); flag drift when any feature falls below it.",
+    time_limit=30,  # 500+ calls of the student's code: in the grader each one is a round trip to the kernel
 )
 def ks_detector(answer, rng):
     expect_function(answer, "KSDetector", "reference data (a class, or a function that returns a detector)")
@@ -166,6 +167,7 @@ def window_size(answer, rng):
     title="Detect concept drift from late labels",
     hint="Compare the share of correct predictions in the two samples with a one-sided test, for example "
          "scipy.stats.fisher_exact on the 2x2 table of correct and wrong counts with alternative='greater'.",
+    time_limit=30,  # 500+ calls of the student's code: in the grader each one is a round trip to the kernel
 )
 def performance_drift(answer, rng):
     expect_function(answer, "performance_drift", "two arrays of 0/1 (prediction correct or not) and p_val")
