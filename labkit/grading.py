@@ -336,12 +336,12 @@ class _Kernel(bridge.Bridge):
                                  resources={"metadata": {"path": str(self.workdir)}})
             try:
                 self.client.start_new_kernel(env=env, stdout=self.log, stderr=self.log)
+                self.client.start_new_kernel_client()  # waits for the first reply: where a dying kernel shows
                 break
-            except RuntimeError:
+            except Exception:
                 self.stop()
                 if attempt == 2:
                     raise
-        self.client.start_new_kernel_client()
         self.dead = False
 
     def stop(self) -> None:
@@ -675,14 +675,9 @@ def _grade_in_kernel(nb, lab: Lab, kernel: _Kernel, result: Result, key: bytes, 
         answer = kernel.answer(exercise.expression)
         if kernel.dead:
             return False
-        if isinstance(answer, Missing) or answer is ...:
-            verdict = (feedback(exercise, "not_attempted", f"No answer: {answer.reason}.")
-                       if isinstance(answer, Missing) else None)
-            if verdict is None:
-                from labkit.checks import evaluate
-
-                verdict = {**evaluate(exercise.name, ...).record(), "details": {}, "title": _title(exercise)}
-        else:
+        if isinstance(answer, Missing):
+            verdict = feedback(exercise, "not_attempted", f"No answer: {answer.reason}.")
+        else:  # a ``...`` answer included: the check says "not attempted" in its own words
             verdict = _check(exercise, answer, kernel, key, result.student)
         if kernel.dead:
             graded[exercise.name] = verdict
@@ -791,11 +786,15 @@ def _check(exercise: Exercise, answer: Any, kernel: _Kernel, key: bytes, student
     if confined is not None:
         return _feedback(exercise, "failed", confined)
     here = os.getcwd()
-    # our own limit first: the kernel is interrupted cleanly
-    kernel.deadline = time.monotonic() + _check_seconds(exercise.name) - 0.5
+    # The kernel's deadline is the limit: past it, the cell running the student's code is interrupted and
+    # the check gets _TimeUp. The alarm inside evaluate() is only a backstop, late enough never to fire
+    # inside nbclient first (its timeouts are whole seconds, and an interrupted cell gets a 5 s probe).
+    seconds = _check_seconds(exercise.name)
+    kernel.deadline = time.monotonic() + seconds
     try:
         os.chdir(kernel.workdir)  # a path answer is relative to the notebook's folder, as in the notebook
-        feedback = evaluate(exercise.name, answer, seed=_seed(key, student, exercise.name))
+        feedback = evaluate(exercise.name, answer, seed=_seed(key, student, exercise.name),
+                            time_limit=seconds + 10)
     finally:
         os.chdir(here)
         kernel.deadline = None

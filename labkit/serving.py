@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import glob
 import html
 import json
 import os
@@ -57,7 +58,8 @@ def port_is_free(port: int) -> bool:
 def model_names(repository: str | os.PathLike) -> list[str]:
     """Names of the models in a repository, as MLServer will name them."""
     names = []
-    for path in sorted(Path(repository).glob("**/model-settings.json")):
+    # glob.glob, as MLServer does: unlike Path.glob it follows linked folders (checks link a student's folder)
+    for path in map(Path, sorted(glob.glob(os.path.join(repository, "**", "model-settings.json"), recursive=True))):
         try:
             declared = json.loads(path.read_text()).get("name")
         except (OSError, ValueError) as e:

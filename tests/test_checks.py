@@ -426,3 +426,13 @@ def test_answer_that_exhausts_memory_is_a_failed_check(demo, memory_cap):
     assert_valid(feedback)
     assert feedback.status == "failed"
     assert "MemoryError" in feedback.message
+
+
+def test_server_error_reason_names_the_cause_not_the_shutdown():
+    from labkit.checks import server_error_reason
+
+    log = ("Traceback (most recent call last):\n  File \"runtime.py\", line 41, in load\n"
+           "FileNotFoundError: [Errno 2] No such file or directory: 'autoencoder.npz'\n"
+           "INFO:     Shutting down\nasyncio.exceptions.CancelledError\n")
+    assert server_error_reason(log) == "FileNotFoundError: [Errno 2] No such file or directory: 'autoencoder.npz'"
+    assert server_error_reason("line 1\nline 2") == "line 1\nline 2"  # no exception: the last lines

@@ -187,7 +187,8 @@ def test_best_threshold_fails_wrong_answers(answer, words):
 # -- exercise 4 -------------------------------------------------------------------------------------
 
 
-def write_guard(folder: Path, pca, threshold=None, implementation="outlier_guard.OutlierGuard", npz=True):
+def write_guard(folder: Path, pca, threshold=None, implementation="outlier_guard.OutlierGuard", npz=True,
+                name="digits"):
     """A model folder for the outlier_guard runtime, with PCA as a linear autoencoder."""
     train = load_digits("train")
     folder.mkdir(parents=True)
@@ -200,15 +201,15 @@ def write_guard(folder: Path, pca, threshold=None, implementation="outlier_guard
     if threshold is None:
         rows = load_digits("test").X
         threshold = float(np.quantile(pca_scorer(pca)(rows), 0.95))
-    (folder / "model-settings.json").write_text(json.dumps({
-        "name": "digits", "implementation": implementation,
-        "parameters": {"uri": "./classifier.joblib", "extra": {"threshold": threshold}},
-    }))
+    settings = {"implementation": implementation,
+                "parameters": {"uri": "./classifier.joblib", "extra": {"threshold": threshold}}}
+    (folder / "model-settings.json").write_text(json.dumps({"name": name, **settings} if name else settings))
     return str(folder)
 
 
-def test_runtime_passes_a_working_guard(tmp_path, pca):
-    feedback = check("07.runtime", write_guard(tmp_path / "digits", pca), seed=0)
+@pytest.mark.parametrize("name", ["digits", None])  # without a name, MLServer names the model after its folder
+def test_runtime_passes_a_working_guard(tmp_path, pca, name):
+    feedback = check("07.runtime", write_guard(tmp_path / "guard_v1", pca, name=name), seed=0)
     assert feedback.status == "passed", feedback.message
     assert "hidden outliers flagged" in feedback.message
 

@@ -356,3 +356,16 @@ def test_every_lab_solution_gets_full_marks_from_the_grader(tmp_path, number):
     failed = {e["name"]: e["message"] for e in result.exercises if e["status"] != "passed"}
     assert (result.status, failed, result.score) == ("OK", {}, result.max_score)
     assert no_grading_processes() == []
+
+
+def test_an_answer_that_runs_out_of_time_spoils_no_later_exercise(tmp_path):
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    slow = "def make_model_settings(name, n_features, uri):\n    while True:\n        pass\n"
+    craft(folder, "slow", LABS / "solutions" / "01_serve_a_model.ipynb", "c09", "c10", slow)
+    [result] = grade([folder], "01", tmp_path / "out", workers=1, progress=False)
+    verdicts = {e["name"]: e for e in result.exercises}
+    assert verdicts["01.model_settings"]["status"] == "failed"
+    assert "more than 10 s" in verdicts["01.model_settings"]["message"]
+    assert [verdicts[n]["status"] for n in ("01.request", "01.decode")] == ["passed", "passed"]
+    assert no_grading_processes() == []

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from conftest import pids_alive, wait_gone
 
-from labkit.serving import Server, ServerError, running_servers
+from labkit.serving import Server, ServerError, model_names, running_servers
 
 
 def tree(pid):
@@ -228,3 +228,16 @@ def test_server_outlives_its_variable(sklearn_repo):
             if server.url == url:
                 server.stop()
     assert all(server.url != url for server in running_servers())
+
+
+def test_model_names_follow_linked_folders_as_mlserver_does(tmp_path):
+    """Checks serve a student's folder through a link; the model is named after the link when unnamed."""
+    named, unnamed = tmp_path / "named", tmp_path / "unnamed"
+    for folder, settings in ((named, {"name": "cancer"}), (unnamed, {})):
+        folder.mkdir()
+        (folder / "model-settings.json").write_text(json.dumps(settings))
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    (repository / "a").symlink_to(named, target_is_directory=True)
+    (repository / "b").symlink_to(unnamed, target_is_directory=True)
+    assert model_names(repository) == ["cancer", "b"]

@@ -11,12 +11,14 @@ from __future__ import annotations
 import html
 import importlib
 import importlib.util
+import re
 import secrets
 import signal
 import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
@@ -167,13 +169,64 @@ def _time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+def model_folder_repository(folder) -> Path:
+    """A fresh temporary model repository holding ``folder`` (a link, under the folder's own name), for
+    ``serve_for_check``; the student's folder is never copied or written to."""
+    import tempfile
+
+    folder = Path(folder)
+    repository = Path(tempfile.mkdtemp(prefix="labkit-check-"))
+    (repository / folder.name).symlink_to(folder, target_is_directory=True)
+    return repository
+
+
+@contextmanager
+def serve_for_check(repository, *, timeout: float):
+    """Serve ``repository`` (a temporary folder, deleted afterwards) on a fresh one-process MLServer.
+
+    A server that cannot start is a ``Fail`` with the reason from its log. Stopping takes about a second (a
+    graceful SIGTERM), which the verdict need not wait for, so it runs in a thread; not a daemon, so Python
+    joins it before its exit hooks and a process that ends right away still stops the server in order.
+    """
+    import shutil
+
+    from labkit.serving import Server, ServerError
+
+    server = None
+    try:
+        server = Server(repository, settings={"parallel_workers": 0}, timeout=timeout).start()
+    except ServerError as e:
+        raise Fail(f"MLServer could not load the model from your answer: {server_error_reason(str(e))}") from None
+    finally:
+        if server is None:  # it did not start, whatever stopped it (a time limit included)
+            shutil.rmtree(repository, ignore_errors=True)
+
+    def stop_and_remove():
+        server.stop()
+        shutil.rmtree(repository, ignore_errors=True)
+
+    try:
+        yield server
+    finally:
+        threading.Thread(target=stop_and_remove, name="labkit-stop-check-server").start()
+
+
+def server_error_reason(log: str) -> str:
+    """The last exception line of a server log (what went wrong), or its last lines. A ``CancelledError`` is
+    the server's own shutdown after the failure, not its cause."""
+    errors = [line for line in re.findall(r"^[\w.]*(?:Error|Exception)\b.*$", log, flags=re.MULTILINE)
+              if "CancelledError" not in line]
+    return errors[-1][:500] if errors else "\n".join(log.splitlines()[-6:])[-600:]
+
+
 def check(name: str, answer: Any = ..., *, seed: int | None = None) -> Feedback:
     """Check ``answer`` for the exercise ``name``; never raises on the answer."""
     return record_progress(evaluate(name, answer, seed=seed))  # for the sidebar; never raises
 
 
-def evaluate(name: str, answer: Any = ..., *, seed: int | None = None) -> Feedback:
-    """The verdict of ``check()`` and nothing else: the grader calls this (with a proxy for the answer)."""
+def evaluate(name: str, answer: Any = ..., *, seed: int | None = None, time_limit: float | None = None) -> Feedback:
+    """The verdict of ``check()`` and nothing else: the grader calls this (with a proxy for the answer, and
+    ``time_limit`` as a backstop to its own limit on the kernel; by default the check's own limit)."""
     if not isinstance(name, str):
         return Feedback(str(type(name).__name__), False, 0, 0, "The first argument of check() is the "
                         "exercise name, a string such as \"01.request\".", status="error")
@@ -193,7 +246,7 @@ def evaluate(name: str, answer: Any = ..., *, seed: int | None = None) -> Feedba
     if answer is ...:
         return verdict("not_attempted", "Replace the `...` placeholder with your answer, run that cell, then this one.")
     try:
-        with _time_limit(spec.seconds):
+        with _time_limit(time_limit or spec.seconds):
             message = spec.function(answer, np.random.default_rng(seed))
     except NotImplementedError:
         return verdict("not_attempted", "Your code still raises NotImplementedError: replace the placeholder "
@@ -221,6 +274,6 @@ def _safe_str(error: BaseException) -> str:
 
 
 __all__ = [
-    "MIME_TYPE", "Fail", "Feedback", "NotAttempted", "check", "evaluate", "expect_function", "names", "register",
-    "safe_repr",
+    "MIME_TYPE", "Fail", "Feedback", "NotAttempted", "check", "evaluate", "expect_function", "model_folder_repository",
+    "names", "register", "safe_repr", "serve_for_check", "server_error_reason",
 ]

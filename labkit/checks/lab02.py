@@ -2,8 +2,6 @@
 
 import json
 import math
-import tempfile
-import threading
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
@@ -14,7 +12,9 @@ from packaging.utils import canonicalize_name
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from pydantic import ValidationError
 
-from labkit.checks import Fail, NotAttempted, expect_function, register, safe_repr
+from labkit.checks import (
+    Fail, NotAttempted, expect_function, model_folder_repository, register, safe_repr, serve_for_check,
+)
 from labkit.client import Client, InferenceServerError, validation_message
 from labkit.data import load_breast_cancer
 
@@ -86,18 +86,18 @@ def settings(answer, rng):
 # -- the strict runtime ------------------------------------------------------------------------------
 
 
-def _bad_requests(rows, columns, max_rows, rng):
-    """(what, protocol, payload) of requests a strict runtime must refuse, a random selection."""
+def _bad_requests(frame, max_rows, rng):
+    """(what, protocol, payload) of requests a strict runtime must refuse, a random selection; ``frame`` holds a
+    few good rows with the model's columns."""
 
     def tensor(values, shape, datatype="FP64"):
         return {"inputs": [{"name": "features", "shape": shape, "datatype": datatype, "data": values}]}
 
+    rows = frame.to_numpy()
     n_rows, n_cols = rows.shape
     wrong_cols = int(rng.choice([c for c in range(2, 2 * n_cols) if c != n_cols]))
     with_nan = rows.copy()
     with_nan[rng.integers(n_rows), rng.integers(n_cols)] = rng.choice([np.nan, np.inf, -np.inf])
-    frame = load_breast_cancer().X.iloc[: n_rows].copy()
-    frame[:] = rows
     missing = frame.drop(columns=frame.columns[rng.integers(n_cols)])
     extra = frame.assign(**{f"extra_{int(rng.integers(100))}": 1.0})
     oversized = int(max_rows + rng.integers(1, 20))
@@ -159,9 +159,6 @@ def _read_folder(answer):
 )
 def runtime(answer, rng):
     import joblib
-    import pandas as pd
-
-    from labkit.serving import Server, ServerError
 
     folder, name, class_names, max_rows = _read_folder(answer)
     try:
@@ -173,14 +170,10 @@ def runtime(answer, rng):
     if list(X.columns) != columns:
         raise Fail("The model in the folder was not trained on the breast cancer columns.")
 
-    with tempfile.TemporaryDirectory(prefix="labkit-check-") as repository:
-        (Path(repository) / folder.name).symlink_to(folder, target_is_directory=True)
+    with serve_for_check(model_folder_repository(folder), timeout=9) as server:
+        clients = {}
         try:
-            server = Server(repository, settings={"parallel_workers": 0}, timeout=9).start()
-        except ServerError as e:
-            raise Fail(f"MLServer could not serve your model folder:\n{str(e)[-600:]}") from None
-        clients = {"rest": Client(server, "rest", timeout=5), "grpc": Client(server, "grpc", timeout=5)}
-        try:
+            clients = {"rest": Client(server, "rest", timeout=5), "grpc": Client(server, "grpc", timeout=5)}
             for i in range(4):
                 protocol = "rest" if i % 2 == 0 else "grpc"
                 picked = X.iloc[rng.integers(len(X), size=int(rng.integers(1, 9)))]
@@ -200,11 +193,7 @@ def runtime(answer, rng):
                     raise Fail(f"For a good request of {len(rows)} rows, 'probabilities' differ from the model's "
                                "predict_proba.")
             refusals = []
-            for what, protocol, payload in _bad_requests(X.iloc[:3].to_numpy(), columns, max_rows, rng):
-                if isinstance(payload, pd.DataFrame):
-                    from mlserver.codecs import PandasCodec
-
-                    payload = PandasCodec.encode_request(payload)
+            for what, protocol, payload in _bad_requests(X.iloc[:3], max_rows, rng):
                 try:
                     clients[protocol].infer(name, payload)
                 except InferenceServerError as e:
@@ -220,10 +209,6 @@ def runtime(answer, rng):
         finally:
             for client in clients.values():
                 client.close()
-            # Stopping takes over a second (a graceful SIGTERM); the verdict need not wait for it. Not a
-            # daemon: Python joins the thread before its exit hooks, so a process that ends right away
-            # still stops the server in order.
-            threading.Thread(target=server.stop, name="labkit-stop-check-server").start()
     return (f"4 hidden good requests answered correctly over REST and gRPC, {len(refusals)} bad ones refused "
             f"with 400 and a reason (such as: {refusals[0][:120]!r}), and the server kept serving.")
 

@@ -6,7 +6,6 @@ import json
 import math
 import shutil
 import tempfile
-import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,9 +14,8 @@ import numpy as np
 from sklearn.ensemble import ExtraTreesClassifier
 
 from labkit import load
-from labkit.checks import Fail, expect_function, register, safe_repr
+from labkit.checks import Fail, expect_function, register, safe_repr, serve_for_check
 from labkit.data import load_breast_cancer
-from labkit.serving import Server
 
 RUNTIMES = Path(__file__).resolve().parents[2] / "labs" / "runtimes"
 RUNTIME_FILE = "batch_runtimes.py"
@@ -158,8 +156,7 @@ def measure_slo(settings: dict, rows: np.ndarray, model) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="labkit-03-"))
     write_model(folder / "unbatched", model)
     write_model(folder / "candidate", model, **settings)
-    server = Server(folder, settings={"parallel_workers": 0}, timeout=20).start()
-    try:
+    with serve_for_check(folder, timeout=20) as server:
         # Few requests, so that the check stays within its time limit; medians of these are stable enough for
         # margins as wide as the SLO's.
         reference = load.run(server, "unbatched", rows[:1], concurrency=1, requests=10, warmup=2, duration=2,
@@ -172,15 +169,7 @@ def measure_slo(settings: dict, rows: np.ndarray, model) -> dict:
             busy = load.run(server, "candidate", list(rows[:, None, :]), concurrency=SLO_CLIENTS, requests=48,
                             warmup=SLO_CLIENTS, duration=3, progress=False)
             figures.update(busy_s=busy.p50, throughput=busy.throughput, errors={**figures["errors"], **busy.errors})
-    finally:
-        # A graceful stop takes about a second: the verdict need not wait for it.
-        threading.Thread(target=_stop_and_remove, args=(server, folder), name="labkit-03-stop").start()
     return figures
-
-
-def _stop_and_remove(server: Server, folder: Path) -> None:
-    server.stop()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @register(

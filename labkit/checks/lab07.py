@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from labkit.checks import Fail, expect_function, register, safe_repr
+from labkit.checks import (
+    Fail, expect_function, model_folder_repository, register, safe_repr, serve_for_check, server_error_reason,
+)
 from labkit.data import corrupt_rows, digit_outliers, load_digits
 
 
@@ -30,11 +30,9 @@ def _scores(value, n: int, call: str) -> np.ndarray:
 
 def _auc(clean: np.ndarray, outliers: np.ndarray) -> float:
     """ROC AUC: the probability that an outlier scores above a clean row (ties count half)."""
-    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
 
-    ranks = rankdata(np.concatenate([clean, outliers]))
-    n_clean, n_out = len(clean), len(outliers)
-    return float((ranks[n_clean:].sum() - n_out * (n_out + 1) / 2) / (n_clean * n_out))
+    return float(roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(outliers))], np.r_[clean, outliers]))
 
 
 # -- exercise 1: Mahalanobis ---------------------------------------------------------------------
@@ -198,12 +196,6 @@ def best_threshold(answer, rng):
 # -- exercise 4: the served guard -----------------------------------------------------------------
 
 
-def _load_error(log: str) -> str:
-    """The last exception line of a server log (what went wrong), or its last lines."""
-    errors = re.findall(r"^[\w.]*(?:Error|Exception)\b.*$", log, flags=re.MULTILINE)
-    return errors[-1][:500] if errors else "\n".join(log.splitlines()[-6:])[-600:]
-
-
 @register(
     "07.runtime",
     points=3,
@@ -215,7 +207,6 @@ def _load_error(log: str) -> str:
 )
 def runtime(answer, rng):
     from labkit.client import Client, InferenceServerError
-    from labkit.serving import Server, ServerError
 
     if not isinstance(answer, str | os.PathLike):
         raise Fail(f"Pass the model folder's path as a string, not {safe_repr(answer)}.")
@@ -240,17 +231,12 @@ def runtime(answer, rng):
                                for kind in ("noise", "mask", "photo")])
     rows = np.concatenate([clean, outliers]).astype(np.float32)
     order = rng.permutation(len(rows))
-    with tempfile.TemporaryDirectory(prefix="labkit-07-") as repository:
-        (Path(repository) / "guard").symlink_to(folder, target_is_directory=True)
+    with serve_for_check(model_folder_repository(folder), timeout=8) as server, Client(server, "rest") as client:
+        if not client.model_ready(name):
+            raise Fail(f"MLServer could not load the model {name!r} from your folder: "
+                       f"{server_error_reason(server.logs(200))}")
         try:
-            with Server(repository, settings={"parallel_workers": 0}, timeout=8) as server, \
-                    Client(server, "rest") as client:
-                if not client.model_ready(name):
-                    raise Fail(f"MLServer could not load the model {name!r} from your folder: "
-                               f"{_load_error(server.logs(200))}")
-                served = client.predict(name, rows[order])
-        except ServerError as e:
-            raise Fail(f"The folder could not be served: {_load_error(str(e))}") from None
+            served = client.predict(name, rows[order])
         except InferenceServerError as e:
             raise Fail(f"The server refused a request of {len(rows)} rows of 64 FP32 pixels: {e}") from None
     missing = {"predict", "outlier_score", "is_outlier"} - set(served)
