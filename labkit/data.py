@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from labkit import course
 
 
 class DataError(RuntimeError):
@@ -17,10 +18,8 @@ class DataError(RuntimeError):
 
 
 def datasets_dir() -> Path:
-    """The ``datasets/`` folder of the course (``LABKIT_DATASETS`` overrides it)."""
-    if os.environ.get("LABKIT_DATASETS"):
-        return Path(os.environ["LABKIT_DATASETS"])
-    return Path(__file__).resolve().parent.parent / "datasets"
+    """The ``datasets/`` folder of the course (found by ``labkit.course``; ``LABKIT_COURSE`` sets it)."""
+    return course.datasets()
 
 
 def verified_path(name: str, folder: Path | None = None) -> Path:

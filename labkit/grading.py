@@ -39,7 +39,7 @@ from typing import Any
 
 import nbformat
 
-from labkit import bridge
+from labkit import bridge, course
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -322,6 +322,8 @@ class _Kernel(bridge.Bridge):
         env.update({MARKER: self.marker, "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                     "PYTHONDONTWRITEBYTECODE": "1", "TF_USE_LEGACY_KERAS": "1",
                     "LABKIT_PROGRESS": "off"})  # a student's checks must not land in the instructor's sidebar
+        with contextlib.suppress(course.CourseNotFound):  # the run's copy of labs/ is outside the course
+            env[course.ENV] = str(course.root())
         env.pop("JPY_SESSION_NAME", None)
         self.nb = nbformat.v4.new_notebook()
         if self.log is None:  # the kernel's own stdout/stderr, not the grader's
@@ -564,8 +566,7 @@ class Lab:
     @classmethod
     def find(cls, number: str, solutions: Path | str | None = None) -> Lab:
         number = f"{int(number):02d}" if str(number).isdigit() else str(number)
-        folders = [Path(solutions)] if solutions else [Path("labs/solutions"),
-                                                         Path(__file__).resolve().parents[1] / "labs" / "solutions"]
+        folders = [Path(solutions)] if solutions else [course.solutions()]
         for folder in folders:
             matches = sorted(folder.glob(f"{number}_*.ipynb"))
             if matches:

@@ -44,9 +44,9 @@ def test_same_values_as_scikit_learn(dataset):
 
 
 def test_datasets_dir_can_be_overridden(copy, monkeypatch):
-    monkeypatch.delenv("LABKIT_DATASETS", raising=False)
+    monkeypatch.delenv("LABKIT_COURSE", raising=False)
     assert datasets_dir() == DATASETS
-    monkeypatch.setenv("LABKIT_DATASETS", str(copy))
+    monkeypatch.setenv("LABKIT_COURSE", str(copy.parent))
     assert datasets_dir() == copy
     assert verified_path("breast_cancer.csv") == copy / "breast_cancer.csv"
 

@@ -13,11 +13,10 @@ import joblib
 import numpy as np
 from sklearn.ensemble import ExtraTreesClassifier
 
-from labkit import load
+from labkit import course, load
 from labkit.checks import Fail, expect_function, register, safe_repr, serve_for_check
 from labkit.data import load_breast_cancer
 
-RUNTIMES = Path(__file__).resolve().parents[2] / "labs" / "runtimes"
 RUNTIME_FILE = "batch_runtimes.py"
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
 # The SLO of exercise 3, relative to this machine's speed so that it means the same on a laptop and on Binder.
@@ -141,7 +140,7 @@ def write_model(folder: Path, model, implementation: str = "BatchAwareModel", **
     """A model folder for ``batch_runtimes``: artefact, runtime code and settings (batching included)."""
     folder.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, folder / "model.joblib")
-    shutil.copy(RUNTIMES / RUNTIME_FILE, folder / RUNTIME_FILE)
+    shutil.copy(course.runtimes() / RUNTIME_FILE, folder / RUNTIME_FILE)
     body = {"name": folder.name, "implementation": f"batch_runtimes.{implementation}",
             "parameters": {"uri": "./model.joblib"}, **settings}
     (folder / "model-settings.json").write_text(json.dumps(body, indent=2))
