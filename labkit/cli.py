@@ -84,8 +84,10 @@ def doctor(start_server: bool = True) -> Report:
     if platform.python_version() in supported:
         report.add("python", "ok", f"{platform.python_version()} ({sys.executable})")
     else:
+        names = [f"3.{minor}" for minor in range(30) if f"3.{minor}.0" in supported]
         report.add("python", "fail", f"{platform.python_version()} is not supported (needs {supported})",
-                   "install Python 3.10, 3.11 or 3.12 and run the README's commands with it")
+                   f"install Python {', '.join(names[:-1])} or {names[-1]} (macOS: `brew install python@{names[-1]}`) "
+                   f"and run the README's commands with it: `python{names[-1]} tasks.py lab`")
 
     missing = [name for name in KEY_PACKAGES if _version(name) is None]
     versions = ", ".join(f"{name} {_version(name)}" for name in KEY_PACKAGES if name not in missing)
@@ -94,6 +96,12 @@ def doctor(start_server: bool = True) -> Report:
                    "run `python3 tasks.py lab` (or `pip install -c constraints.txt -e .`) from the course folder")
     else:
         report.add("packages", "ok", versions)
+    from labkit import course
+
+    try:
+        report.add("course", "ok", str(course.root()))
+    except course.CourseNotFound as error:
+        report.add("course", "fail", str(error), f"cd into the course's folder, or set {course.ENV}")
     uvloop = _version("uvloop")
     if uvloop and tuple(int(p) for p in uvloop.split(".")[:2]) >= (0, 22):
         report.add("uvloop", "fail", f"uvloop {uvloop}: MLServer 1.7 workers die with it",

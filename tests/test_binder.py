@@ -58,3 +58,11 @@ def test_readme_binder_badge_opens_the_welcome_lab():
     assert match.group(1) == "labs/00_welcome.ipynb"
     assert (ROOT / match.group(1)).exists()
     assert "https://mybinder.org/badge_logo.svg" in readme
+
+
+def test_start_points_labkit_at_the_course(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "LABKIT_COURSE"}
+    out = subprocess.run([str(BINDER / "start"), "sh", "-c", 'echo "$LABKIT_COURSE"'], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(out) == ROOT
+    assert (Path(out) / "datasets" / "SHA256SUMS").is_file()
