@@ -3,6 +3,7 @@ inside the notebook earns a point. Verdicts are computed in the grader's process
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -108,10 +109,11 @@ def craft(folder: Path, name: str, source: Path, answer_id: str, check_id: str, 
 
 
 def no_grading_processes():
+    """Processes of a graded kernel still running, from this environment (others may grade on this machine)."""
     left = []
     for proc in psutil.process_iter():
         try:
-            if MARKER in proc.environ():
+            if MARKER in proc.environ() and sys.prefix in " ".join(proc.cmdline()[:2]):
                 left.append(proc.pid)
         except psutil.Error:
             continue

@@ -294,7 +294,20 @@ def test_a_runtime_that_tampers_on_import_gets_nothing_and_harms_no_one(tmp_path
     assert verdicts["02.runtime"]["points"] == 0, verdicts["02.runtime"]["message"]
     assert "stayed in the sandbox" in verdicts["02.runtime"]["message"]
     assert (results["solution"].status, results["solution"].score) == ("OK", results["solution"].max_score)
-    assert tampering_processes() == [] and no_grading_processes() == []
+    assert tampering_processes() == []
+    assert no_grading_processes() == [], _describe(no_grading_processes())
+
+
+def _describe(pids):
+    out = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            out.append((pid, proc.status(), proc.environ().get("LABKIT_GRADING_RUN"), " ".join(proc.cmdline())[:120],
+                        round(time.time() - proc.create_time(), 1)))
+        except psutil.Error:
+            pass
+    return out
 
 
 # ------------------------------------------------------------------ no row is lost; shards
