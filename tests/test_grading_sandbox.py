@@ -377,3 +377,27 @@ def test_shards_merged_equal_a_single_run(class_of_four, tmp_path):
     for name in ["grades.csv", "summary.json", "anomalies.log",
                  *(f"feedback/{s}.{x}" for s in ("ada", "bob", "cy", "dee") for x in ("json", "html"))]:
         assert (merged / name).read_bytes() == (single / name).read_bytes(), name
+
+
+def test_the_box_shows_the_course_read_only_and_hides_grades_key_and_other_submissions(tmp_path):
+    course = tmp_path / "course"
+    for name, text in {"grades/.grading-key": "secret", "subs/a.ipynb": "a", "subs/b.ipynb": "b",
+                       "labs/runtime.py": "x"}.items():
+        (course / name).parent.mkdir(parents=True, exist_ok=True)
+        (course / name).write_text(text)
+    work = tmp_path / "work"
+    work.mkdir()
+    policy = sandbox.Policy.for_run([course], [course / "grades", course / "subs"], 1024, 64)
+    probe = (f"import os\nc = {str(course)!r}\n"
+             "print(sorted(os.listdir(c + '/grades')), sorted(os.listdir(c + '/subs')),\n"
+             "      open(c + '/labs/runtime.py').read())\n"
+             "for target in (c + '/labs/new.py', c + '/grades/x', 'here.txt'):\n"
+             "    try:\n        open(target, 'w').write('x'); print('wrote', os.path.basename(target))\n"
+             "    except OSError as e:\n        print('refused', os.path.basename(target), e.errno)\n"
+             f"print(os.path.exists({str(tmp_path / 'course' / 'subs' / 'b.ipynb')!r}), os.listdir('/tmp'))\n")
+    command = policy.wrap([sys.executable, "-c", probe], [work], cwd=work, extra_readable=[course / "subs" / "a.ipynb"])
+    lines = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout.splitlines()
+    assert lines[0] == "[] ['a.ipynb'] x"
+    assert lines[1].startswith("refused new.py") and lines[2].startswith("refused x") and lines[3] == "wrote here.txt"
+    assert lines[4].startswith("False")
+    assert (work / "here.txt").exists() and not (course / "labs" / "new.py").exists()

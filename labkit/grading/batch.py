@@ -114,8 +114,8 @@ def grade(submissions: list[Path | str], lab: str | Lab, out: Path | str = "grad
             done[job.student] = previous
         else:
             todo.append(job)
-    if progress and done:
-        print(f"labkit grade: {len(done)} already graded with this key (same files): kept", file=sys.stderr)
+    if done:
+        print(f"labkit grade: {len(done)} already graded from the same files with this key: kept", file=sys.stderr)
     reports.write_rows(out, lab, list(done.values()))
 
     def finished(result: Result) -> None:
@@ -170,6 +170,8 @@ class _Worker:
         if policy is not None:
             command = sandbox.worker_command(policy, job.path, options.disk_mb * 2**20, command, self.cgroup)
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        if policy is not None:
+            env["TMPDIR"] = "/tmp"  # the box's own (the submission's disk): nothing else is writable in there
         with contextlib.suppress(course.CourseNotFound):
             env[course.ENV] = str(course.root())  # the kernel finds the course from its copy of labs/ too
         self.log = logs / f"{self.marker}.log"
@@ -182,7 +184,7 @@ class _Worker:
         self.channel = read
         self.received = bytearray()
         self.closed = False
-        payload = {"path": str(job.path.resolve()), "student": job.student, "lab": lab.number,
+        payload = {"path": str(job.path.resolve()), "file": str(job.path), "student": job.student, "lab": lab.number,
                    "solutions": str(lab.solution.parent), "key": key.hex(), "marker": self.marker,
                    "options": vars(options), "policy": policy.to_json() if policy is not None else None}
         try:

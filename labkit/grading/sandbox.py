@@ -1,17 +1,17 @@
 """The sandbox around a submission's code: bubblewrap (``bwrap``) over Linux's namespaces, never a home-made one.
 
-Each submission gets boxes nested in one another, each a bwrap sandbox with its own user and PID namespaces
-(when its first process ends, every process in it ends, whatever it did: double fork, ``setsid``, a cleaned
-environment):
+Each submission gets boxes nested in one another, each a bwrap sandbox:
 
 - the worker's box (``worker_command``): the grader process that holds the key, computes the verdicts and
-  sends the result to the main process over a pipe. Its own network namespace (loopback only), a read-only view
-  of the system, the Python environment, the course, the solutions and its own submission file, and a
-  size-capped tmpfs ``/tmp`` that holds the submission's work folder (the disk limit). The output folder, the
-  key file and every other submission do not exist in it.
-- the kernel's box (``Policy.wrap``), nested inside: a network namespace of its own (loopback only), a private
-  ``/tmp``, the same read-only view without the submission file, and its work folder as the only writable place.
-  Memory (address space) and processes are capped.
+  sends the result to the main process over a pipe. Its own user and network namespaces (loopback only), a
+  read-only view of the system, the Python environment, the course, the solutions and its own submission file,
+  and a size-capped tmpfs ``/tmp`` that holds the submission's work folder (the disk limit). The output folder,
+  the key file and every other submission do not exist in it. It dies with the main process
+  (``--die-with-parent``), and every box in it dies with it.
+- the kernel's box (``Policy.wrap``), nested inside: its own user, PID and network namespaces (when the grader
+  ends the kernel, every process in the box ends, whatever it did: double fork, ``setsid``, a cleaned
+  environment), a private ``/tmp``, the same read-only view without the submission file, and its work folder
+  as the only writable place. Memory (address space) and processes are capped.
 - a check server's box (``Policy.wrap(..., own_network=False)``): MLServer loading the student's runtime for a
   check gets the kernel's limits and view, in the worker's loopback-only network so the check can reach it.
 """
@@ -130,7 +130,8 @@ class Policy:
     def box(self, writable=(), *, own_network: bool = True, extra_readable=(), tmp_bytes: int | None = None,
             nested: bool = False) -> list[str]:
         """bwrap's arguments for one box (up to the ``--`` before the command)."""
-        args = ["bwrap", "--unshare-user", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent"]
+        args = ["bwrap", "--unshare-user", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                "--die-with-parent"]
         if not nested:  # the worker's box keeps what it needs to make the boxes nested in it
             args += ["--unshare-pid", "--cap-drop", "ALL"]
             if "--disable-userns" in _bwrap_options():
@@ -151,16 +152,20 @@ class Policy:
         for path in self.readable:
             args += ["--ro-bind", path, path]
         shown = [*SYSTEM, *self.readable]
+        masks = []  # empty, read-only folders over what must not be seen (once what is shown inside them is bound)
         for path in [*SECRETS, *self.hidden]:
             if os.path.lexists(path) and any(_inside(path, folder) for folder in shown):
                 if os.path.isdir(path) and not os.path.islink(path):
-                    args += ["--tmpfs", path, "--remount-ro", path]
+                    args += ["--tmpfs", path]
+                    masks.append(path)
                 else:
                     args += ["--ro-bind", "/dev/null", path]
         for path in extra_readable:
             args += ["--ro-bind", str(path), str(path)]
         for path in writable:
             args += ["--bind", str(path), str(path)]
+        for path in masks:
+            args += ["--remount-ro", path]
         return args
 
     def wrap(self, command: list[str], writable, *, cwd=None, own_network: bool = True, extra_readable=()) -> list[str]:

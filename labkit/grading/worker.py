@@ -33,6 +33,7 @@ def main(argv: list[str]) -> int:
     lab = Lab.find(job["lab"], job["solutions"])
     result = grade_notebook(Path(job["path"]), lab, student=job["student"], key=bytes.fromhex(job["key"]),
                             options=Options(**job["options"]), marker=job["marker"], policy=policy)
+    result.file = job["file"]  # as the instructor named it
     with os.fdopen(channel, "wb") as out:
         out.write(json.dumps({**result.record(), "seconds": result.seconds}).encode())
     return 0
