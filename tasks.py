@@ -139,22 +139,23 @@ def lab(args: list[str]) -> int:
     return run(command, cwd=ROOT / "labs")
 
 
-def ensure_chromium() -> None:
-    """The browser test needs Debian's Chromium: install it when we are root and it is missing."""
-    if shutil.which("chromium") or not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return  # present, or not ours to install: tests/test_browser.py skips and says why
-    print("Installing Debian's chromium for the browser test ...", flush=True)
+def ensure_debian_package(package: str, command: str, needed_by: str) -> None:
+    """Install a Debian package that a test needs when we are root and its command is missing."""
+    if shutil.which(command) or not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return  # present, or not ours to install: the tests that need it skip and say why
+    print(f"Installing Debian's {package} for {needed_by} ...", flush=True)
     quiet = {"stdout": subprocess.DEVNULL}
-    if subprocess.call(["apt-get", "install", "-y", "-q", "chromium"], **quiet) != 0:
+    if subprocess.call(["apt-get", "install", "-y", "-q", package], **quiet) != 0:
         subprocess.call(["apt-get", "update", "-q"], **quiet)
-        subprocess.call(["apt-get", "install", "-y", "-q", "chromium"], **quiet)
+        subprocess.call(["apt-get", "install", "-y", "-q", package], **quiet)
 
 
 def test(args: list[str]) -> int:
     """The whole suite on this Python; with ``--all-pythons``, then the cross-Python part on each other one."""
     all_pythons = "--all-pythons" in args
     args = [a for a in args if a != "--all-pythons"]
-    ensure_chromium()
+    ensure_debian_package("chromium", "chromium", "the browser test")
+    ensure_debian_package("bubblewrap", "bwrap", "the grader's sandbox")
     lint = run([str(PYTHON), "-m", "ruff", "check", "labkit", "tests", "tasks.py", "setup.py", "datasets", "benchmarks",
                 "binder"])
     # The notebooks that the tests run must not write into the user's own progress (the sidebar's).

@@ -155,9 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="write nothing; fail if anything is out of sync")
 
     p = commands.add_parser("grade", help="grade submitted notebooks into grades.csv and feedback")
-    p.add_argument("submissions", nargs="+", help="notebooks, or folders of them")
-    p.add_argument("--lab", required=True, help="lab number, e.g. 01")
+    p.add_argument("submissions", nargs="*", help="notebooks, or folders of them")
+    p.add_argument("--lab", help="lab number, e.g. 01")
     p.add_argument("--out", default="grades", help="output folder (default: grades)")
+    p.add_argument("--shard", default=None, metavar="K/N", help="grade only the K-th of N disjoint parts")
+    p.add_argument("--merge", nargs="+", default=None, metavar="OUT_K",
+                   help="combine the output folders of the shards into --out (nothing is graded)")
+    p.add_argument("--key", default=None, help="the grading key file (default OUT/.grading-key); shards share one")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run student code without a sandbox (only for submissions you trust)")
+    p.add_argument("--max-processes", type=int, default=512, help="processes and threads per submission")
+    p.add_argument("--disk-mb", type=int, default=1024, help="work-folder size per submission (default 1024)")
     p.add_argument("--workers", type=int, default=1, help="notebooks graded at once")
     p.add_argument("--timeout-cell", type=float, default=60, help="seconds per cell (default 60)")
     p.add_argument("--timeout-notebook", type=float, default=300, help="seconds for all cells (default 300)")
@@ -189,7 +197,7 @@ def _doctor(args) -> int:
 
 
 def _assign(args) -> int:
-    from labkit.grading import assign
+    from labkit.assign import assign
 
     result = assign(args.source, args.dest, check=args.check)
     for path in result.written:
@@ -204,12 +212,20 @@ def _assign(args) -> int:
 
 
 def _grade(args) -> int:
-    from labkit.grading import Options, grade
+    from labkit.grading import Options, grade, merge, parse_shard
 
+    if args.merge:
+        results = merge(args.merge, args.out, args.solutions)
+        print(f"merged {len(results)} submissions from {len(args.merge)} parts into {Path(args.out) / 'grades.csv'}")
+        return 0
+    if not args.submissions or not args.lab:
+        raise ValueError("give the submissions and --lab (or --merge OUT_1 OUT_2 ... --out OUT)")
     options = Options(timeout_cell=args.timeout_cell, timeout_notebook=args.timeout_notebook,
-                      memory_mb=args.memory_mb)
+                      memory_mb=args.memory_mb, sandbox=not args.no_sandbox, max_processes=args.max_processes,
+                      disk_mb=args.disk_mb)
+    shard = parse_shard(args.shard) if args.shard else None
     results = grade(args.submissions, args.lab, args.out, workers=args.workers, options=options,
-                    solutions=args.solutions, progress=not args.quiet)
+                    solutions=args.solutions, progress=not args.quiet, shard=shard, key_file=args.key)
     statuses = {}
     for r in results:
         statuses[r.status] = statuses.get(r.status, 0) + 1

@@ -31,6 +31,9 @@ LOG_NAME = "server.log"
 # Every server this process started, so running_servers() and the exit hook reach it
 # even after the notebook dropped its variable.
 _RUNNING: set[Server] = set()
+# The grader's worker sets this so that MLServer for a check, which imports the student's runtime, runs in a
+# sandbox: ``launcher(command, writable, readable, cwd)`` returns the command that runs ``command`` in one.
+launcher = None
 # Settings that the lab tooling owns; a student's settings.json may set anything else.
 _MANAGED = ("host", "http_port", "grpc_port", "metrics_port", "metrics_dir", "model_repository_root")
 
@@ -101,6 +104,7 @@ class Server:
         self.timeout = timeout
         self.env = dict(env or {})
         self.workdir: Path | None = None
+        self._boxed = False  # in a sandbox: its pids are not ours to signal, and it ends with its supervisor
         self._supervisor: subprocess.Popen | None = None
         self._final_log = ""
 
@@ -150,9 +154,13 @@ class Server:
         self._choose_ports()
         self.workdir = Path(tempfile.mkdtemp(prefix="labkit-mlserver-"))
         self._write_serving_folder()
+        command = [sys.executable, "-m", "labkit.serving", str(self.workdir)]
+        self._boxed = launcher is not None
+        if self._boxed:
+            command = launcher(command, [self.workdir], self._sources(), self.workdir)
         with open(self.workdir / LOG_NAME, "ab") as log:
             self._supervisor = subprocess.Popen(
-                [sys.executable, "-m", "labkit.serving", str(self.workdir)],
+                command,
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -187,14 +195,14 @@ class Server:
             except subprocess.TimeoutExpired:
                 # The supervisor itself is stuck: end everything by force.
                 pid = self.pid
-                if pid:
+                if pid and not self._boxed:
                     _kill_group(pid, signal.SIGKILL)
                 sup.kill()
                 sup.wait()
         else:
-            # Supervisor gone already; make sure nothing it started survives.
+            # Supervisor gone already; make sure nothing it started survives (a box ended with it).
             pid = self.pid
-            if pid:
+            if pid and not self._boxed:
                 _kill_group(pid, signal.SIGKILL)
         _RUNNING.discard(self)
         self._supervisor = None
@@ -253,6 +261,14 @@ class Server:
                 )
             chosen.add(port)
             setattr(self, attr, port)
+
+    def _sources(self) -> list[Path]:
+        """The repository and the folders its entries link to (a check links the student's folder)."""
+        sources = [self.repository]
+        for entry in self.repository.iterdir():
+            if entry.is_symlink():
+                sources.append(entry.resolve())
+        return sources
 
     def _write_serving_folder(self) -> None:
         """Link the repository's entries into the work folder next to our settings.

@@ -3,6 +3,7 @@ inside the notebook earns a point. Verdicts are computed in the grader's process
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -12,9 +13,12 @@ import pytest
 
 from labkit import bridge
 from labkit.cli import main
-from labkit.grading import MARKER, Lab, Options, exercises, grade, without_checks
+from labkit.grading import MARKER, Lab, Options, exercises, grade, sandbox, without_checks
 
 LABS = Path(__file__).resolve().parents[1] / "labs"
+# Sandboxed where the machine allows it (tests/test_grading_sandbox.py needs it); the same verdicts without.
+SANDBOX = sandbox.why_not() is None
+NO_SANDBOX = [] if SANDBOX else ["--no-sandbox"]
 
 CORRECT_00 = "def error_rate(codes):\n    return sum(c >= 400 for c in codes) / len(codes) if codes else 0.0\n"
 WRONG_00 = "def error_rate(codes):\n    return 0.5\n"
@@ -108,10 +112,11 @@ def craft(folder: Path, name: str, source: Path, answer_id: str, check_id: str, 
 
 
 def no_grading_processes():
+    """Processes of a graded kernel still running, from this environment (others may grade on this machine)."""
     left = []
     for proc in psutil.process_iter():
         try:
-            if MARKER in proc.environ():
+            if MARKER in proc.environ() and sys.prefix in " ".join(proc.cmdline()[:2]):
                 left.append(proc.pid)
         except psutil.Error:
             continue
@@ -128,7 +133,7 @@ def graded_00(tmp_path_factory):
     notes = tmp_path_factory.mktemp("other") / "notes.txt"
     notes.write_text("not a notebook")
     out = tmp_path_factory.mktemp("grades")
-    options = Options(timeout_cell=20, timeout_notebook=120)
+    options = Options(timeout_cell=20, timeout_notebook=120, sandbox=SANDBOX)
     results = grade([folder, notes], "00", out, workers=2, options=options, progress=False)
     return {r.student: r for r in results}, out
 
@@ -190,7 +195,7 @@ def test_grading_again_writes_the_same_files(graded_00, tmp_path):
     subset = [results[name].file for name in ("wrong", "correct")]
     from labkit.grading import write_reports
 
-    again = grade(subset, "00", out, workers=1, progress=False)
+    again = grade(subset, "00", out, workers=1, progress=False, options=Options(sandbox=SANDBOX))
     assert [r.record() for r in again] == [results["wrong"].record(), results["correct"].record()]
     write_reports(out, Lab.find("00"), list(results.values()))  # the full set again, from the first results
     after = {name: (out / ("feedback/" if name.startswith("wrong.") else "") / name).read_bytes() for name in before}
@@ -210,13 +215,26 @@ def test_lab01_solution_gets_full_marks_and_liars_get_nothing(tmp_path):
         "lc.evaluate = lc.check = lambda name, answer=..., **k: lc.Feedback(name, True, 2, 2, 'ok', status='passed')\n"
     ])
     out = tmp_path / "out"
-    assert main(["grade", str(folder), "--lab", "01", "--out", str(out), "--workers", "2", "--quiet"]) == 0
+    assert main(["grade", str(folder), "--lab", "01", "--out", str(out), "--workers", "2", "--quiet", *NO_SANDBOX]) == 0
     with open(out / "grades.csv") as f:
         rows = {row["student"]: row for row in csv.DictReader(f)}
     assert (rows["solution"]["status"], rows["solution"]["total"]) == ("OK", "6")
     assert (rows["liar"]["status"], rows["liar"]["total"]) == ("NOT_ATTEMPTED", "0")
     assert rows["liar"]["01.decode"] == "0"
     assert no_grading_processes() == []  # the solution's MLServer included
+
+
+def test_without_a_sandbox_the_grader_stops_with_one_line_unless_told(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(sandbox, "why_not", lambda: "bubblewrap (bwrap) is not installed")
+    submission = craft(tmp_path, "ada", LABS / "00_welcome.ipynb", "c08", "c09", CORRECT_00)
+    out = tmp_path / "out"
+    assert main(["grade", str(submission), "--lab", "00", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bwrap" in err and "Linux" in err and "--no-sandbox" in err
+    assert not (out / "grades.csv").exists()
+    assert main(["grade", str(submission), "--lab", "00", "--out", str(out), "--quiet", "--no-sandbox"]) == 0
+    with open(out / "grades.csv") as f:
+        assert next(csv.DictReader(f))["total"] == "1"
 
 
 def test_cli_refuses_a_missing_folder(capsys):
@@ -352,7 +370,7 @@ def test_every_lab_solution_gets_full_marks_from_the_grader(tmp_path, number):
     folder = tmp_path / "subs"
     folder.mkdir()
     nbformat.write(nbformat.read(lab.solution, as_version=4), folder / "solution.ipynb")
-    [result] = grade([folder], lab, tmp_path / "out", workers=1, progress=False)
+    [result] = grade([folder], lab, tmp_path / "out", workers=1, progress=False, options=Options(sandbox=SANDBOX))
     failed = {e["name"]: e["message"] for e in result.exercises if e["status"] != "passed"}
     assert (result.status, failed, result.score) == ("OK", {}, result.max_score)
     assert no_grading_processes() == []
@@ -363,7 +381,7 @@ def test_an_answer_that_runs_out_of_time_spoils_no_later_exercise(tmp_path):
     folder.mkdir()
     slow = "def make_model_settings(name, n_features, uri):\n    while True:\n        pass\n"
     craft(folder, "slow", LABS / "solutions" / "01_serve_a_model.ipynb", "c09", "c10", slow)
-    [result] = grade([folder], "01", tmp_path / "out", workers=1, progress=False)
+    [result] = grade([folder], "01", tmp_path / "out", workers=1, progress=False, options=Options(sandbox=SANDBOX))
     verdicts = {e["name"]: e for e in result.exercises}
     assert verdicts["01.model_settings"]["status"] == "failed"
     assert "more than 10 s" in verdicts["01.model_settings"]["message"]

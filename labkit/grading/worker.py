@@ -1,0 +1,43 @@
+"""The worker: grades one submission and sends its result to the main process over a pipe.
+
+``python -m labkit.grading.worker FD`` reads the job (JSON) from stdin and writes the result (JSON) to the
+file descriptor FD, a pipe from the main process: a channel that no student code can reach (the kernel and
+the check servers are started without it, and nothing is written to a shared folder). With a sandbox the
+worker itself runs in its own box (``sandbox.worker_command``) and starts every process that runs student code,
+the kernel and each check's MLServer, in a box nested inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    channel = int(argv[1])
+    os.set_inheritable(channel, False)  # no process the worker starts gets it
+    job = json.loads(sys.stdin.read())
+    from labkit import serving
+    from labkit.grading import sandbox
+    from labkit.grading.lab import Lab, Options
+    from labkit.grading.notebook import grade_notebook
+
+    policy = sandbox.Policy(**job["policy"]) if job.get("policy") else None
+    if policy is not None:
+        # A check that serves the student's runtime starts MLServer in a box like the kernel's, in this
+        # worker's loopback-only network so that the check reaches it.
+        serving.launcher = lambda command, writable, readable, cwd: policy.wrap(
+            command, writable, cwd=cwd, own_network=False, extra_readable=readable)
+    lab = Lab.find(job["lab"], job["solutions"])
+    result = grade_notebook(Path(job["path"]), lab, student=job["student"], key=bytes.fromhex(job["key"]),
+                            options=Options(**job["options"]), marker=job["marker"], policy=policy)
+    result.file = job["file"]  # as the instructor named it
+    with os.fdopen(channel, "wb") as out:
+        out.write(json.dumps({**result.record(), "seconds": result.seconds}).encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
