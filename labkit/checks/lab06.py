@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from labkit.checks import Fail, expect_function, register, safe_repr
+from labkit.checks import Fail, call, expect_function, register, safe_repr
 from labkit.data import drift_scenario
 
 LEVEL = 0.05
@@ -63,34 +63,40 @@ def ks_detector(answer, rng):
     m, n = int(rng.integers(150, 250)), int(rng.integers(60, 100))
     loc, scale = rng.uniform(-5, 50, d), rng.uniform(0.5, 10, d)
     mix, skewed = rng.uniform(0.45, 0.7), rng.random(d) < 0.4
-    call = f"predict(<{n}×{d} window>)"
+    call_shown = f"predict(<{n}×{d} window>)"
 
-    def fit():
+    def fit_at(level):
         x_ref = _correlated_rows(rng, m, loc, scale, mix, skewed)
-        detector = answer(x_ref.copy(), p_val=LEVEL)
+        detector = call(answer, f"KSDetector(x_ref, p_val={level})", x_ref.copy(), p_val=level)
         predict = getattr(detector, "predict", None)
         if not callable(predict):
-            raise Fail(f"KSDetector(x_ref, p_val=0.05) gave {safe_repr(detector)}, which has no predict method.")
+            raise Fail(f"KSDetector(x_ref, p_val={level}) gave {safe_repr(detector)}, which has no predict method.")
         return x_ref, predict
 
+    def fit():
+        return fit_at(LEVEL)
+
     x_ref, predict = fit()
-    _, p_values = _verdict(predict(_correlated_rows(rng, n, loc, scale, mix, skewed)), call)
+    _, p_values = _verdict(call(predict, call_shown, _correlated_rows(rng, n, loc, scale, mix, skewed)), call_shown)
     if p_values.size != d:
-        raise Fail(f"{call} returned {p_values.size} p-values; return one per feature ({d} here).")
+        raise Fail(f"{call_shown} returned {p_values.size} p-values; return one per feature ({d} here).")
 
     # A fresh reference set for every window: with correlated features, one unlucky reference set shifts
     # every feature at once, and a rate measured on it alone would swing far from the true one.
-    n_null, alarms = 500, 0
+    n_null, alarms, null_p = 500, 0, []
     for _ in range(n_null):
         _, predict_null = fit()
-        alarms += _verdict(predict_null(_correlated_rows(rng, n, loc, scale, mix, skewed)), call)[0]
+        is_drift, p = _verdict(predict_null(_correlated_rows(rng, n, loc, scale, mix, skewed)), call_shown)
+        alarms += is_drift
+        null_p.append(p)
     fpr = alarms / n_null
     if fpr > LEVEL + SLACK:
         raise Fail(f"Without drift your detector flagged {alarms} of {n_null} windows: a false positive rate of "
                    f"{fpr:.1%} at p_val={LEVEL} (at most {LEVEL + SLACK:.0%} allowed). With {d} features tested "
                    "at once, correct for multiple testing.")
+    _expect_p_values(np.concatenate(null_p), d)
 
-    n_shifted, detected, missed_kind = 60, 0, None
+    n_shifted, detected, missed_kind, shifted_p = 60, 0, None, []
     for i in range(n_shifted):
         x = _correlated_rows(rng, n, loc, scale, mix, skewed)
         features = rng.choice(d, size=int(rng.integers(1, 3)), replace=False)
@@ -101,16 +107,57 @@ def ks_detector(answer, rng):
         else:
             x[:, features] += rng.choice([-1, 1], len(features)) * 1.2 * x_ref[:, features].std(axis=0)
             kind = "a feature whose mean moved"
-        hit = _verdict(predict(x), call)[0]
+        hit, p = _verdict(predict(x), call_shown)
         detected += hit
+        shifted_p.extend(p[features] if p.size == d else [])
         missed_kind = missed_kind or (None if hit else kind)
     power = detected / n_shifted
     if power < 0.9:
         raise Fail(f"Your detector found {detected} of {n_shifted} clearly shifted windows (power {power:.0%}, at "
                    f"least 90% expected); it missed, for example, {missed_kind}. Test every feature, with a test "
                    "that compares whole distributions.")
+    if np.median(shifted_p) > LEVEL / d:
+        raise Fail("On windows where a feature clearly shifted, the p-values you return for that feature are "
+                   f"large (median {np.median(shifted_p):.2g}): a p-value is small when the samples differ. Return "
+                   "the test's p-values themselves, not 1 - p or the statistic.")
+    _expect_level_used(fit_at, rng, d, n, loc, scale, mix, skewed)
     return (f"False positive rate {fpr:.1%} over {n_null} windows without drift (level {LEVEL:.0%}), power "
-            f"{power:.0%} on {n_shifted} shifted windows, with {d} correlated features.")
+            f"{power:.0%} on {n_shifted} shifted windows, with {d} correlated features; the p_val you are given "
+            "is the level you test at.")
+
+
+def _expect_p_values(p_values, d):
+    """Without drift a test's p-values are spread evenly over [0, 1]: about 5 % of them fall below 0.05. A
+    statistic, or 1 - p, in their place is not; a later cell reads these p-values."""
+    below, mean = float((p_values <= 0.05).mean()), float(p_values.mean())
+    if not (0.015 <= below <= 0.1 and 0.35 <= mean <= 0.7):
+        raise Fail(f"Without drift, {below:.1%} of the {len(p_values)} p-values you returned are below 0.05 and "
+                   f"their mean is {mean:.2f}; the p-values of a test are spread evenly between 0 and 1 then "
+                   "(about 5 % below 0.05, mean about 0.5). Put the test's p-values in 'p_val', one per feature, "
+                   "not its statistics.")
+
+
+def _decisions(p_values, level):
+    """Whether a Bonferroni and a Benjamini-Hochberg correction flag drift at ``level``, from the p-values."""
+    d = len(p_values)
+    ordered = np.sort(p_values)
+    return bool(ordered[0] <= level / d), bool((ordered <= level * np.arange(1, d + 1) / d).any())
+
+
+def _expect_level_used(fit_at, rng, d, n, loc, scale, mix, skewed):
+    """The detector tests at the ``p_val`` it is given, not at a level of its own: at 1 % and 25 %, on windows
+    with small shifts, ``is_drift`` must follow from its own p-values."""
+    for level in (0.01, 0.25):
+        x_ref, predict = fit_at(level)
+        for _ in range(40):
+            x = _correlated_rows(rng, n, loc, scale, mix, skewed)
+            feature = int(rng.integers(d))
+            x[:, feature] += rng.uniform(0, 0.4) * x_ref[:, feature].std()
+            is_drift, p = _verdict(predict(x), f"KSDetector(x_ref, p_val={level}).predict(x)")
+            if p.size == d and bool(is_drift) not in _decisions(p, level):
+                raise Fail(f"KSDetector(x_ref, p_val={level}) answered is_drift={is_drift} for p-values "
+                           f"{safe_repr(np.round(p, 4).tolist())}; at p_val={level} with {d} features a "
+                           "correction for multiple testing says otherwise. Use the p_val argument as the level.")
 
 
 def expected_delay(window, power):
@@ -220,9 +267,10 @@ def _hidden_scenario(kind, rng, size):
     if kind == "label":
         malignant = float(rng.choice([rng.uniform(0.72, 0.9), rng.uniform(0.03, 0.1)]))
         return drift_scenario("population", size, seed, malignant=malignant)
-    if kind == "concept":
+    if kind == "concept":  # balanced: the label share stays as drawn, so only a model's accuracy tells
         feature = str(rng.choice(["worst area", "worst radius", "mean perimeter", "worst concave points"]))
-        return drift_scenario("concept", size, seed, feature=feature, quantile=float(rng.uniform(0.45, 0.65)))
+        return drift_scenario("concept", size, seed, feature=feature, quantile=float(rng.uniform(0.45, 0.65)),
+                              balanced=True)
     return drift_scenario("none", size, seed)
 
 
@@ -236,13 +284,14 @@ def _hidden_scenario(kind, rng, size):
 )
 def drift_type(answer, rng):
     expect_function(answer, "drift_type", "x_ref, y_ref, x_new, y_new")
-    kinds = list(DRIFT_TYPES) * 2
+    kinds = list(DRIFT_TYPES) * 3  # every type three times: a type always missed fails, whatever the seed
     rng.shuffle(kinds)
     wrong = []
     for kind in kinds:
         reference = drift_scenario("none", 300, int(rng.integers(2**31)))
         scenario = _hidden_scenario(kind, rng, 300)
-        got = answer(reference.X.copy(), reference.y.copy(), scenario.X.copy(), scenario.y.copy())
+        got = call(answer, "drift_type(x_ref, y_ref, x_new, y_new)", reference.X.copy(), reference.y.copy(),
+                   scenario.X.copy(), scenario.y.copy())
         if not isinstance(got, str) or got not in DRIFT_TYPES:
             raise Fail(f"drift_type returned {safe_repr(got)}; return one of {', '.join(map(repr, DRIFT_TYPES))}.")
         if got != kind:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from labkit.checks import (
-    Fail, expect_function, model_folder_repository, register, safe_repr, serve_for_check, server_error_reason,
+    Fail, call, expect_function, model_folder_repository, number, register, safe_repr, serve_for_check,
+    server_error_reason,
 )
 from labkit.data import corrupt_rows, digit_outliers, load_digits
 
@@ -118,25 +119,61 @@ def mahalanobis(answer, rng):
 AUC_FLOORS = {"noise": 0.85, "mask": 0.85, "photo": 0.9}
 
 
+def _vae_and_score(answer):
+    """The student's ``(outlier_score, vae)``: the score function and the model it should use."""
+    try:
+        score, vae = answer
+    except (TypeError, ValueError):
+        raise Fail(f"Pass your score function and the VAE it uses: check(\"07.vae_score\", (outlier_score, vae)), "
+                   f"not {safe_repr(answer)}.") from None
+    expect_function(score, "outlier_score", "rows of 64 pixels")
+    try:
+        encoder, decoder = vae.encoder, vae.decoder
+    except AttributeError:
+        raise Fail(f"The second item should be the trained VAE, whose .encoder and .decoder the score uses; got "
+                   f"{safe_repr(vae)}.") from None
+    return score, encoder, decoder
+
+
+def _reconstruction_error(encoder, decoder, rows: np.ndarray) -> np.ndarray:
+    """The score the exercise asks for, from the student's own VAE: decode the mean code, no sampling."""
+    codes = call(encoder.predict, "vae.encoder.predict(rows)", rows, verbose=0)
+    try:
+        z_mean = np.asarray(codes[0], dtype=np.float32)
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise Fail("vae.encoder should return the code's mean and log-variance, as the lab's encoder does.") from None
+    rebuilt = np.asarray(call(decoder.predict, "vae.decoder.predict(z_mean)", z_mean, verbose=0), dtype=np.float64)
+    if rebuilt.shape != rows.shape:
+        raise Fail(f"vae.decoder returned images of shape {rebuilt.shape} for {rows.shape[0]} codes; it should "
+                   "rebuild rows of 64 pixels.")
+    return ((rows - rebuilt) ** 2).mean(axis=1)
+
+
 @register(
     "07.vae_score",
     points=3,
     title="An outlier score from the variational autoencoder",
-    hint="Encode the rows, decode the mean of the latent code (no sampling, so the score is repeatable) and "
-         "return the mean squared difference between each row and its reconstruction.",
+    hints=(
+        "The score of a row is how badly the VAE rebuilds it: compare each row with its own reconstruction, so "
+        "that higher means more unusual.",
+        "Rebuild from the mean of the code (reconstruct above does: encoder, then decoder on z_mean), not from a "
+        "random sample of it, so that the same rows always get the same scores.",
+        "Take the squared difference between the rows and reconstruct(rows), then its mean along the pixels "
+        "(axis=1): one number per row. The check compares it with your VAE's own reconstruction error.",
+    ),
 )
 def vae_score(answer, rng):
-    expect_function(answer, "outlier_score", "rows of 64 pixels")
+    score, encoder, decoder = _vae_and_score(answer)
     test = load_digits("test").X
     clean = test[rng.choice(len(test), size=300, replace=False)]
-    results = []
+    results, ratios = [], []
     for kind, floor in AUC_FLOORS.items():
         outliers = digit_outliers(kind, 200, int(rng.integers(2**32))).reshape(200, 64)
         rows = np.concatenate([clean, outliers])
         order = rng.permutation(len(rows))
-        call = f"outlier_score(<{len(rows)} rows of 64 pixels>)"
+        shown = f"outlier_score(<{len(rows)} rows of 64 pixels>)"
         scores = np.empty(len(rows))
-        scores[order] = _scores(answer(rows[order].copy()), len(rows), call)
+        scores[order] = _scores(call(score, shown, rows[order].copy()), len(rows), shown)
         auc = _auc(scores[: len(clean)], scores[len(clean) :])
         if auc < floor:
             raise Fail(f"Your scores separate hidden clean test digits from '{kind}' outliers with ROC AUC "
@@ -144,11 +181,21 @@ def vae_score(answer, rng):
                        "mean more unusual; is the model trained, and do you compare each row with its own "
                        "reconstruction?")
         results.append(f"{kind} {auc:.2f}")
-    again = _scores(answer(clean[:50].copy()), 50, "outlier_score(<50 rows>)")
+        ratios.append(scores / np.maximum(_reconstruction_error(encoder, decoder, rows.astype(np.float32)), 1e-12))
+    again = _scores(call(score, "outlier_score(<50 rows>)", clean[:50].copy()), 50, "outlier_score(<50 rows>)")
     if not np.allclose(again, scores[:50], rtol=1e-4, atol=1e-6):
         raise Fail("outlier_score gives different scores for the same rows on a second call; decode the "
                    "latent mean instead of a random sample, so that a threshold means the same every time.")
-    return f"ROC AUC on hidden clean digits against hidden outliers: {', '.join(results)}."
+    # The score must be the VAE's own reconstruction error (a sum over pixels instead of a mean is the same
+    # score on another scale); any other score that separates outliers well is another detector.
+    ratios = np.concatenate(ratios)
+    scale = float(np.median(ratios))
+    if not scale > 0 or np.abs(ratios - scale).max() > 2e-3 * scale:
+        raise Fail("Your scores are not your VAE's reconstruction error: for some rows they differ from the mean "
+                   "squared difference between the row and the decoder's image of its mean code. Use the VAE "
+                   "(reconstruct above), squared differences, and no random sampling.")
+    return f"Your VAE's reconstruction error; ROC AUC on hidden clean digits against hidden outliers: " \
+           f"{', '.join(results)}."
 
 
 # -- exercise 3: the cheapest threshold -----------------------------------------------------------
