@@ -53,8 +53,15 @@ def _verdict(result, call):
     "06.ks_detector",
     points=3,
     title="A feature-wise KS drift detector with a multiple-testing correction",
-    hint="Run scipy.stats.ks_2samp on each feature and compare each p-value with p_val / number of features "
-         "(Bonferroni); flag drift when any feature falls below it.",
+    hints=(
+        "Test each feature on its own with a two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp) against "
+        "the reference, and return the p-values, one per feature, in data['p_val'].",
+        "With d features each tested at p_val, some feature falls below it by chance far more often than p_val: "
+        "compare each p-value with p_val / d (Bonferroni) and flag drift when any falls below. Use the p_val "
+        "given to the constructor.",
+        "ks_2samp(self.x_ref, x, axis=0) tests every column at once; return {'data': {'is_drift': int(any p <= "
+        "p_val / d), 'p_val': the p-values, 'threshold': p_val / d}, 'meta': {}}.",
+    ),
     time_limit=30,  # 500+ calls of the student's code: in the grader each one is a round trip to the kernel
 )
 def ks_detector(answer, rng):
@@ -165,74 +172,123 @@ def expected_delay(window, power):
     return math.inf if power <= 0 else window / power
 
 
+def _power_curve(rng, zero=False):
+    """{window: power} from a logistic curve, rounded as a measurement would be; ``zero``: the smallest
+    window has power 0 (its delay is infinite)."""
+    windows = np.unique(np.r_[rng.integers(5, 400, size=int(rng.integers(4, 10))), 400])
+    midpoint, steepness = rng.uniform(20, 200), rng.uniform(0.01, 0.08)
+    powers = {int(w): round(float(1 / (1 + np.exp(-steepness * (w - midpoint)))), 3) for w in windows}
+    if zero:
+        powers[int(windows[0])] = 0.0
+    return powers
+
+
+def _window_cases(rng):
+    """(powers, max_delay) of eight cases, each kind on every call: a random target; a target that several
+    windows meet, the largest of them not the fastest; a target met exactly (delay equal to it); a curve with
+    a window of power 0; a target that no window meets."""
+    cases = []
+    for kind in ["random", "random", "random", "several", "exact", "zero", "several", "none"]:
+        for _ in range(100):  # redraw until the curve has what the case needs
+            powers = _power_curve(rng, zero=kind == "zero")
+            delays = {w: expected_delay(w, p) for w, p in powers.items()}
+            finite = sorted((d, w) for w, d in delays.items() if math.isfinite(d))
+            if len(finite) < 3:
+                continue
+            fastest = finite[0][1]
+            larger = [w for d, w in finite if w > fastest]
+            if kind == "none":
+                max_delay = float(round(finite[0][0] * 0.8, 1))
+            elif kind == "exact":
+                max_delay = delays[larger[-1]] if larger else None  # the float the student computes too
+            elif kind == "several":
+                max_delay = float(np.ceil(max(delays[w] for w in larger[:2]) * 10) / 10) if len(larger) > 1 else None
+            else:
+                max_delay = float(round(rng.uniform(finite[0][0], finite[-1][0] * 1.2), 1))
+            if max_delay is not None:
+                cases.append((powers, max_delay))
+                break
+    order = rng.permutation(len(cases) - 1)  # "none" stays last so that other mistakes are named first
+    return [cases[i] for i in order] + cases[-1:]
+
+
 @register(
     "06.window_size",
     points=2,
     title="Choose a window size for a stated delay",
-    hint="For each window n the expected delay is n / power(n). Keep the windows that meet the target and "
-         "return the largest of them (None if none does).",
+    hints=(
+        "A window of n rows with power p is tested as a whole; if drift starts with a window, it is caught on "
+        "average after 1/p windows, so the expected delay is n / power(n) rows.",
+        "Keep the windows whose expected delay is at most max_delay (a window of power 0 never detects "
+        "anything), and among them return the largest: it gives fewer false alarms per row.",
+        "If no window meets the target return None, not the closest one. A delay equal to max_delay meets it.",
+    ),
 )
 def window_size(answer, rng):
     expect_function(answer, "choose_window", "a dict {window size: power} and a maximum delay")
-    for case in range(8):
-        windows = np.unique(rng.integers(5, 400, size=int(rng.integers(4, 10))))
-        midpoint, steepness = rng.uniform(20, 200), rng.uniform(0.01, 0.08)
-        powers = {int(w): round(float(1 / (1 + np.exp(-steepness * (w - midpoint)))), 3) for w in windows}
+    cases = _window_cases(rng)
+    for powers, max_delay in cases:
         delays = {w: expected_delay(w, p) for w, p in powers.items()}
-        finite = sorted(v for v in delays.values() if math.isfinite(v))
-        if case == 7 or not finite:
-            max_delay = float(round(min(finite, default=10) * 0.8, 1))  # nothing meets it
-        else:
-            max_delay = float(round(rng.uniform(finite[0], finite[-1] * 1.2), 1))
         feasible = [w for w, delay in delays.items() if delay <= max_delay]
         expected = max(feasible) if feasible else None
-        shown = dict(sorted(powers.items()))
-        got = answer(dict(shown), max_delay)
-        call = f"choose_window({shown}, max_delay={max_delay})"
+        shown = f"choose_window({powers}, max_delay={max_delay})"
+        got = call(answer, shown, dict(powers), max_delay)
         if expected is None:
             if got is not None:
-                raise Fail(f"{call} returned {safe_repr(got)}, but no window meets that delay: return None.")
+                raise Fail(f"{shown} returned {safe_repr(got)}, but no window meets that delay: return None.")
             continue
-        try:
-            got = int(got)
-        except (TypeError, ValueError):
-            raise Fail(f"{call} returned {safe_repr(got)}; return one of the window sizes (an int), "
-                       "or None.") from None
+        if isinstance(got, bool) or not isinstance(got, (int, np.integer)):
+            raise Fail(f"{shown} returned {safe_repr(got)}; return one of the window sizes (an int), or None.")
+        got = int(got)
         if got not in powers:
-            raise Fail(f"{call} returned {got}, which is not one of the window sizes measured.")
+            raise Fail(f"{shown} returned {got}, which is not one of the window sizes measured.")
         if delays[got] > max_delay:
-            raise Fail(f"{call} returned {got}, whose expected delay {delays[got]:.1f} rows exceeds the target.")
+            raise Fail(f"{shown} returned {got}, whose expected delay {delays[got]:.1f} rows exceeds the target.")
         if got != expected:
-            raise Fail(f"{call} returned {got}; a larger window also meets the delay and raises fewer false "
-                       "alarms per row. Return the largest window that meets the target.")
-    return "Right window for 8 hidden power curves and delay targets, including one that no window meets."
+            equal = " (its delay equals the target, which meets it)" if delays[expected] == max_delay else ""
+            raise Fail(f"{shown} returned {got}; the window {expected} also meets the delay{equal} and raises "
+                       "fewer false alarms per row. Return the largest window that meets the target.")
+    return (f"Right window for {len(cases)} hidden power curves and delay targets: one met exactly, one with a "
+            "window of power 0, one that no window meets.")
 
 
 @register(
     "06.performance_drift",
     points=2,
     title="Detect concept drift from late labels",
-    hint="Compare the share of correct predictions in the two samples with a one-sided test, for example "
-         "scipy.stats.fisher_exact on the 2x2 table of correct and wrong counts with alternative='greater'.",
-    time_limit=30,  # 500+ calls of the student's code: in the grader each one is a round trip to the kernel
+    hints=(
+        "Each outcome is 1 if the model was right: compare the share of 1s in the reference with the share in "
+        "the new sample, with a test whose p-value you compare with p_val.",
+        "Only a drop of accuracy is a reason to alarm: make the test one-sided (a model getting better is not "
+        "drift). Use the p_val argument as the level.",
+        "For example scipy.stats.fisher_exact on the 2x2 table [[right_ref, wrong_ref], [right_new, wrong_new]] "
+        "with alternative='greater'; return {'is_drift': int(p < p_val), 'p_val': p}.",
+    ),
+    time_limit=30,  # 1000+ calls of the student's code: in the grader each one is a round trip to the kernel
 )
 def performance_drift(answer, rng):
     expect_function(answer, "performance_drift", "two arrays of 0/1 (prediction correct or not) and p_val")
 
-    def run(accuracy_ref, accuracy_new, n_ref, n_new):
+    def run(accuracy_ref, accuracy_new, n_ref, n_new, level=LEVEL):
         ref = (rng.random(n_ref) < accuracy_ref).astype(int)
         new = (rng.random(n_new) < accuracy_new).astype(int)
-        call = f"performance_drift(<{n_ref} outcomes>, <{n_new} outcomes>, p_val={LEVEL})"
-        result = answer(ref, new, p_val=LEVEL)
+        shown = f"performance_drift(<{n_ref} outcomes>, <{n_new} outcomes>, p_val={level})"
+        result = call(answer, shown, ref, new, p_val=level)
         try:
             result = dict(result)
             is_drift = int(np.asarray(result["is_drift"]).item())
-            float(np.asarray(result["p_val"]).item())
+            p = float(np.asarray(result["p_val"]).item())
         except (TypeError, ValueError, KeyError):
-            raise Fail(f"{call} returned {safe_repr(result)}; return a dict {{'is_drift': 0 or 1, "
+            raise Fail(f"{shown} returned {safe_repr(result)}; return a dict {{'is_drift': 0 or 1, "
                        "'p_val': the test's p-value}.") from None
         if is_drift not in (0, 1):
-            raise Fail(f"{call}: 'is_drift' should be 0 or 1, not {is_drift}.")
+            raise Fail(f"{shown}: 'is_drift' should be 0 or 1, not {is_drift}.")
+        if not 0 <= p <= 1:
+            raise Fail(f"{shown} returned p_val={p:g}, which is not a p-value (those lie between 0 and 1); "
+                       "return the test's p-value, not its statistic.")
+        if (is_drift and p > level) or (not is_drift and p < level):
+            raise Fail(f"{shown} returned is_drift={is_drift} with p_val={p:.4g}: drift is flagged when the "
+                       f"p-value is below the level you are given, p_val={level}.")
         return is_drift
 
     def sizes():
@@ -253,8 +309,13 @@ def performance_drift(answer, rng):
     if caught / n_drop < 0.9:
         raise Fail(f"Your test caught {caught} of {n_drop} drops of accuracy by 15 points (at least 90% "
                    "expected).")
+    # Other levels: is_drift must follow the p_val given, not a level of the student's own.
+    for level in (0.01, 0.2):
+        for a in rng.uniform(0.8, 0.95, 40):
+            run(a, a - rng.uniform(0, 0.08), *sizes(), level=level)
     return (f"False alarms in {false_alarms / n_null:.1%} of {n_null} cases without change, "
-            f"{better / n_better:.1%} when accuracy improved, and {caught} of {n_drop} drops caught.")
+            f"{better / n_better:.1%} when accuracy improved, and {caught} of {n_drop} drops caught; is_drift "
+            "follows your p-value at the level given.")
 
 
 def _hidden_scenario(kind, rng, size):
@@ -278,9 +339,18 @@ def _hidden_scenario(kind, rng, size):
     "06.drift_type",
     points=3,
     title="Classify hidden scenarios by drift type",
-    hint="First test the inputs (your detector). If they drifted, test whether the share of each label changed "
-         "(label shift) or not (covariate shift). If they did not, test whether a model fitted on the reference "
-         "lost accuracy on the new labelled rows (concept drift).",
+    hints=(
+        "Each type changes something else: covariate shift the inputs, label shift the share of each label (and "
+        "so the inputs too), concept drift the relation between inputs and labels, with inputs and label shares "
+        "unchanged.",
+        "First test the inputs (your detector). If they drifted, test whether the share of each label changed "
+        "(label shift) or not (covariate shift). If they did not, test whether a model fitted on the reference "
+        "lost accuracy on the new labelled rows (concept drift).",
+        "A label share that did not move says nothing about concept drift: compare a model's accuracy on the new "
+        "rows with its cross-validated accuracy on the reference (performance_drift), at a strict level such as "
+        "0.01 for every test.",
+    ),
+    time_limit=30,  # 12 calls of the student's code, each fitting models
 )
 def drift_type(answer, rng):
     expect_function(answer, "drift_type", "x_ref, y_ref, x_new, y_new")
@@ -297,7 +367,9 @@ def drift_type(answer, rng):
         if got != kind:
             wrong.append(f"{kind} taken for {got}")
     if len(wrong) > 1:
+        why = (" Concept drift here leaves the share of each label unchanged: only a model's accuracy shows it."
+               if any(w.startswith("concept") for w in wrong) else "")
         raise Fail(f"{len(kinds) - len(wrong)} of {len(kinds)} hidden scenarios classified right (at least "
-                   f"{len(kinds) - 1} expected). Mistakes: {'; '.join(wrong)}.")
+                   f"{len(kinds) - 1} expected). Mistakes: {'; '.join(wrong)}.{why}")
     extra = f" (one miss allowed for chance: {wrong[0]})" if wrong else ""
     return f"{len(kinds) - len(wrong)} of {len(kinds)} hidden scenarios classified right{extra}."
