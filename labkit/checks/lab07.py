@@ -74,44 +74,71 @@ def _flags_and_scores(result, n: int, call: str):
     "07.mahalanobis",
     points=3,
     title="A Mahalanobis detector with a threshold for a target false positive rate",
-    hint="Fit the mean and the inverse covariance on X_ref, score X_ref itself, and set the threshold at the "
-         "(1 - fpr) quantile of those scores. Distances to correlated data need the inverse covariance, "
-         "not each feature's standard deviation.",
+    hints=(
+        "A row is unusual when it is far from the reference rows, measured in a way that accounts for how the "
+        "features vary together: the Mahalanobis distance uses the mean and the inverse covariance of X_ref.",
+        "Fit the mean and the inverse covariance on X_ref, score X_ref itself, and set the threshold at the "
+        "(1 - fpr) quantile of those scores: no formula that assumes Gaussian data.",
+        "Keep score(X) (one distance per row) and threshold as attributes, which later cells use; predict(X) "
+        "returns {'data': {'instance_score': score(X), 'is_outlier': score(X) > threshold}, 'meta': {}}.",
+    ),
 )
 def mahalanobis(answer, rng):
     expect_function(answer, "MahalanobisDetector", "reference rows and a false positive rate")
-    for _ in range(3):
+    for fpr in rng.choice([0.01, 0.02, 0.05, 0.1], size=3, replace=False):  # at least two rates other than 5 %
         d = int(rng.integers(8, 17))
-        fpr = float(rng.choice([0.01, 0.02, 0.05, 0.1]))
+        fpr = float(fpr)
         sample = _correlated_table(rng, d)
         reference, clean, outliers = sample(1500), sample(4000), corrupt_rows(sample(1000), "shuffle",
                                                                               int(rng.integers(2**32)))
-        call = f"MahalanobisDetector(<1500 rows of {d} features>, fpr={fpr})"
-        detector = answer(reference.copy(), fpr)
+        shown = f"MahalanobisDetector(<1500 rows of {d} features>, fpr={fpr})"
+        detector = call(answer, shown, reference.copy(), fpr)
         if not callable(getattr(detector, "predict", None)):
-            raise Fail(f"{call} returned {safe_repr(detector)}, which has no predict method; the class's "
+            raise Fail(f"{shown} returned {safe_repr(detector)}, which has no predict method; the class's "
                        "constructor fits the detector, and predict(X) returns the flags and scores.")
         clean_flags, clean_scores = _flags_and_scores(detector.predict(clean.copy()), len(clean),
-                                                      f"{call}.predict(<4000 rows>)")
+                                                      f"{shown}.predict(<4000 rows>)")
         out_flags, out_scores = _flags_and_scores(detector.predict(outliers.copy()), len(outliers),
-                                                  f"{call}.predict(<1000 rows>)")
+                                                  f"{shown}.predict(<1000 rows>)")
         rate = float(clean_flags.mean())
         # 4 standard deviations of the sampling error of a quantile-based threshold, on both samples
         tolerance = 4 * math.sqrt(fpr * (1 - fpr) * (1 / 1500 + 1 / 4000)) + 0.003
         if abs(rate - fpr) > tolerance:
-            raise Fail(f"{call} flags {rate:.1%} of 4000 new clean rows from the same source; a threshold "
+            raise Fail(f"{shown} flags {rate:.1%} of 4000 new clean rows from the same source; a threshold "
                        f"set for fpr={fpr} should flag about {fpr:.0%}. Set it from the scores of the "
                        "reference rows, not from a formula that assumes Gaussian data.")
         auc = _auc(clean_scores, out_scores)
         if auc < 0.9:
-            raise Fail(f"{call}: instance scores separate clean rows from rows stitched from other rows with "
+            raise Fail(f"{shown}: instance scores separate clean rows from rows stitched from other rows with "
                        f"ROC AUC {auc:.2f} only; the Mahalanobis distance reaches well above 0.9. Does your "
                        "score use the inverse covariance, so that correlations count?")
         recall = float(out_flags.mean())
         if recall < 0.5:
-            raise Fail(f"{call} flags only {recall:.0%} of rows stitched from other rows; use the full "
+            raise Fail(f"{shown} flags only {recall:.0%} of rows stitched from other rows; use the full "
                        "covariance of the features, not one feature at a time.")
-    return "Right false positive rate within sampling error, and outliers caught, on 3 hidden tables."
+        _expect_score_and_threshold(detector, outliers, out_scores, out_flags, shown)
+    return ("Right false positive rate within sampling error, and outliers caught, on 3 hidden tables and "
+            "rates; score() and threshold agree with predict().")
+
+
+def _expect_score_and_threshold(detector, rows, scores, flags, shown):
+    """Later cells of the lab call ``detector.score(X)`` and read ``detector.threshold``: both must exist and
+    agree with what ``predict`` returns."""
+    score = getattr(detector, "score", None)
+    if not callable(score):
+        raise Fail(f"{shown} has no score method; keep score(X), the distance of each row, as a method: the "
+                   "lab's next cells use it.")
+    again = _scores(call(score, f"{shown}.score(X)", rows.copy()), len(rows), f"{shown}.score(<{len(rows)} rows>)")
+    if not np.allclose(again, scores, rtol=1e-6, atol=1e-9):
+        raise Fail(f"{shown}.score(X) differs from predict(X)['data']['instance_score'] for the same rows.")
+    try:
+        threshold = number(detector.threshold, f"{shown}.threshold")
+    except AttributeError:
+        raise Fail(f"{shown} has no threshold attribute; keep the threshold as detector.threshold: the lab's next "
+                   "cells use it.") from None
+    if not math.isfinite(threshold) or (flags != (scores > threshold)).sum() > 0.002 * len(rows):
+        raise Fail(f"{shown}.predict flags other rows than those whose score is above {shown}.threshold "
+                   f"({threshold:g}); a row is an outlier when its score is above the threshold.")
 
 
 # -- exercise 2: the VAE's outlier score ----------------------------------------------------------
@@ -211,8 +238,16 @@ def _expected_cost(threshold, clean, outliers, cost_alarm, cost_miss, outlier_ra
     "07.best_threshold",
     points=2,
     title="The threshold with the lowest expected cost",
-    hint="Try every score as a threshold (and one below all of them); for each, the cost per row is "
-         "(1 - outlier_rate) × FPR × cost_alarm + outlier_rate × (1 - recall) × cost_miss. Keep the cheapest.",
+    hints=(
+        "Only the scores themselves change which rows are flagged, so the cheapest threshold is one of them, or "
+        "one below all of them (flag everything).",
+        "For each candidate t: FPR = share of clean scores above t, 1 - recall = share of outlier scores at or "
+        "below t; the cost per row is (1 - outlier_rate) × FPR × cost_alarm + outlier_rate × (1 - recall) × "
+        "cost_miss. Keep the cheapest.",
+        "Every argument counts: the outlier_rate weighs the two kinds of mistake, so a fixed percentile of the "
+        "clean scores is right only by luck. np.searchsorted on the sorted scores counts rows at or below each "
+        "candidate at once.",
+    ),
 )
 def best_threshold(answer, rng):
     expect_function(answer, "best_threshold", "clean scores, outlier scores and the costs")
@@ -221,20 +256,17 @@ def best_threshold(answer, rng):
         outliers = rng.gamma(float(rng.uniform(2, 6)), float(rng.uniform(1, 2)), size=int(rng.integers(30, 500)))
         cost_alarm, cost_miss = float(rng.uniform(0.5, 5)), float(rng.uniform(5, 200))
         outlier_rate = float(rng.choice([0.001, 0.01, 0.05, 0.2]))
-        call = (f"best_threshold(<{len(clean)} clean scores>, <{len(outliers)} outlier scores>, "
+        shown = (f"best_threshold(<{len(clean)} clean scores>, <{len(outliers)} outlier scores>, "
                 f"cost_alarm={cost_alarm:.2f}, cost_miss={cost_miss:.1f}, outlier_rate={outlier_rate})")
-        got = answer(clean.copy(), outliers.copy(), cost_alarm, cost_miss, outlier_rate)
-        try:
-            threshold = float(got)
-        except (TypeError, ValueError):
-            raise Fail(f"{call} returned {safe_repr(got)}, not a number.") from None
+        got = call(answer, shown, clean.copy(), outliers.copy(), cost_alarm, cost_miss, outlier_rate)
+        threshold = number(got, f"The result of {shown}")
         if math.isnan(threshold):
-            raise Fail(f"{call} returned NaN; return a threshold.")
+            raise Fail(f"{shown} returned NaN; return a threshold.")
         candidates = np.concatenate([[-np.inf], clean, outliers])
         best = min(_expected_cost(t, clean, outliers, cost_alarm, cost_miss, outlier_rate) for t in candidates)
         cost = _expected_cost(threshold, clean, outliers, cost_alarm, cost_miss, outlier_rate)
         if cost > best * (1 + 1e-9) + 1e-12:
-            raise Fail(f"{call}: your threshold costs {cost:.4g} per row on these scores, but another "
+            raise Fail(f"{shown}: your threshold costs {cost:.4g} per row on these scores, but another "
                        f"threshold costs {1 - best / cost:.0%} less. A row is "
                        "flagged when its score is above the threshold.")
     return "The cheapest threshold on 6 hidden score distributions and cost settings."
@@ -247,9 +279,15 @@ def best_threshold(answer, rng):
     "07.runtime",
     points=3,
     title="A served classifier that flags outliers",
-    hint="The folder needs outlier_guard.py, classifier.joblib, autoencoder.npz and a model-settings.json whose "
-         "implementation is outlier_guard.OutlierGuard and whose parameters.extra.threshold is the threshold "
-         "you set on clean scores.",
+    hints=(
+        "MLServer imports a custom runtime from the model's folder: the folder holds the runtime's code, the "
+        "artefacts it loads and model-settings.json.",
+        "The folder needs outlier_guard.py, classifier.joblib, autoencoder.npz and a model-settings.json whose "
+        "implementation is outlier_guard.OutlierGuard and whose parameters.extra.threshold is the threshold "
+        "you set on clean scores.",
+        "The threshold is the 95th percentile of the scores of clean digits the VAE was not trained on (the "
+        "calibration half): not a round number, and not a percentile of the outliers' scores.",
+    ),
     time_limit=30,  # it starts an MLServer, 3 s on a quiet laptop, far more on a busy one
 )
 def runtime(answer, rng):
