@@ -216,8 +216,6 @@ SERVER_SEEDS = range(2)
 FORGETS = {
     "NaN or infinite": ("bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))", "bad_rows = np.array([])"),
     "more than max_rows": ("if not 1 <= len(frame) <= self._max_rows:", "if len(frame) < 1:"),
-    "an empty batch": ("if not 1 <= len(frame) <= self._max_rows:", "if len(frame) > self._max_rows:"),
-    "an extra column": ("if extra:", "if False:"),
     "INT8": ("if tensor.datatype not in FLOATS:", "if tensor.datatype == 'BYTES':"),
 }
 
