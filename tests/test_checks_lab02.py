@@ -247,3 +247,14 @@ def test_every_kind_of_bad_request_is_sent_on_every_call(dataset):
 
     assert len(kinds(0)) == len(set(kinds(0))) == 13
     assert all(kinds(seed) == kinds(0) for seed in range(1, 20))
+
+
+def test_runtime_placeholder_is_not_attempted_and_missing_folder_fails(tmp_path, frame_model, dataset):
+    source = (RUNTIMES / "strict_runtime.py").read_text()
+    start, end = source.index("        ### BEGIN SOLUTION"), source.index("### END SOLUTION") + len("### END SOLUTION")
+    placeholder = source[:start] + "        " + PLACEHOLDER + source[end:]
+    folder = model_folder(tmp_path / "m", frame_model, dataset.target_names, strict_source=placeholder)
+    assert check("02.runtime", str(folder)).status == "not_attempted"
+    shutil.rmtree(folder)
+    feedback = check("02.runtime", str(folder))
+    assert feedback.status == "failed" and "model-settings.json" in feedback.message
