@@ -218,6 +218,31 @@ def _time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+def read_model_folder(answer: Any) -> tuple[Path, dict]:
+    """The model folder a path answer names (relative to the working folder) and its model-settings.json as a
+    dict, or a ``Fail`` that says what is missing."""
+    import os
+
+    if not isinstance(answer, (str, os.PathLike)):
+        raise Fail(f"Pass the model folder's path as a string, not {safe_repr(answer)}.")
+    try:
+        folder = Path(answer).resolve()
+        settings_path = folder / "model-settings.json"
+        found = settings_path.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        found = False
+    if not found:
+        raise Fail(f"{safe_repr(str(answer))} is not a model folder: it should contain model-settings.json (run the "
+                   "cell that builds the folder).")
+    try:
+        settings = json.loads(settings_path.read_text())
+        if not isinstance(settings, dict):
+            raise ValueError(f"it holds a {type(settings).__name__}")
+    except (OSError, ValueError) as e:
+        raise Fail(f"{settings_path} is not a valid JSON object: {_safe_str(e)}") from None
+    return folder, settings
+
+
 def model_folder_repository(folder) -> Path:
     """A fresh temporary model repository holding ``folder`` (a link, under the folder's own name), for
     ``serve_for_check``; the student's folder is never copied or written to."""
@@ -379,6 +404,7 @@ def _safe_str(error: BaseException) -> str:
 
 __all__ = [
     "MIME_TYPE", "Fail", "Feedback", "Hint", "NotAttempted", "call", "check", "evaluate", "expect_function", "hint",
-    "json_roundtrip", "model_folder_repository", "names", "number", "register", "safe_repr", "serve_for_check",
+    "json_roundtrip", "model_folder_repository", "names", "number", "read_model_folder", "register", "safe_repr",
+    "serve_for_check",
     "server_error_reason",
 ]

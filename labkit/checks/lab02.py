@@ -1,9 +1,7 @@
 """Checks of lab 02, "Your own runtime"."""
 
-import json
 import math
 from importlib.metadata import version as installed_version
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -14,8 +12,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from pydantic import ValidationError
 
 from labkit.checks import (
-    Fail, NotAttempted, call, expect_function, json_roundtrip, model_folder_repository, number, register, safe_repr,
-    serve_for_check,
+    Fail, NotAttempted, call, expect_function, json_roundtrip, model_folder_repository, number, read_model_folder,
+    register, safe_repr, serve_for_check,
 )
 from labkit.client import Client, InferenceServerError, validation_message
 from labkit.data import load_breast_cancer
@@ -130,14 +128,8 @@ def _bad_requests(frame, max_rows, rng):
 
 
 def _read_folder(answer):
-    if not isinstance(answer, str):
-        raise Fail(f"Pass the path of your model folder as a string, not {safe_repr(answer)}.")
-    folder = Path(answer).expanduser().resolve()  # relative to the notebook's working directory
-    settings_file = folder / "model-settings.json"
-    if not settings_file.is_file():
-        raise Fail(f"There is no model-settings.json in {answer!r}; run the cell that builds the model folder.")
+    folder, settings = read_model_folder(answer)
     try:
-        settings = json.loads(settings_file.read_text())
         extra = settings["parameters"]["extra"]
         class_names = list(extra["class_names"])
         max_rows = int(extra.get("max_rows", 1000))

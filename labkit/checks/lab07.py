@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
 from labkit.checks import (
-    Fail, call, expect_function, model_folder_repository, number, register, safe_repr, serve_for_check,
-    server_error_reason,
+    Fail, call, expect_function, model_folder_repository, number, read_model_folder, register, safe_repr,
+    serve_for_check, server_error_reason,
 )
 from labkit.data import corrupt_rows, digit_outliers, load_digits
 
@@ -293,21 +290,8 @@ def best_threshold(answer, rng):
 def runtime(answer, rng):
     from labkit.client import Client, InferenceServerError
 
-    if not isinstance(answer, str | os.PathLike):
-        raise Fail(f"Pass the model folder's path as a string, not {safe_repr(answer)}.")
-    try:
-        folder = Path(answer).resolve()
-        settings_path = folder / "model-settings.json"
-        found = settings_path.is_file()
-    except (OSError, ValueError):
-        found = False
-    if not found:
-        raise Fail(f"{safe_repr(str(answer))} is not a model folder: it should contain model-settings.json.")
-    try:
-        settings = json.loads(settings_path.read_text())
-        name = str(settings.get("name") or folder.name)
-    except (OSError, ValueError, AttributeError) as e:
-        raise Fail(f"{settings_path} is not a valid JSON object: {e}") from None
+    folder, settings = read_model_folder(answer)
+    name = str(settings.get("name") or folder.name)
 
     test = load_digits("test")
     chosen = rng.choice(len(test), size=120, replace=False)
