@@ -16,7 +16,7 @@ if "tensorflow" in sys.modules and not os.environ.get("LABKIT_QUIET"):
     )
 
 from labkit import course  # noqa: E402
-from labkit.checks import Feedback, check  # noqa: E402
+from labkit.checks import Feedback, check, hint  # noqa: E402
 from labkit.seeding import seed_everything  # noqa: E402
 
 
@@ -34,5 +34,5 @@ def load_ipython_extension(ipython):
     load(ipython)
 
 
-__all__ = ["Feedback", "check", "course", "seed_everything"]
+__all__ = ["Feedback", "check", "course", "hint", "seed_everything"]
 __version__ = "0.1.0"

@@ -213,7 +213,7 @@ _DRIFT_DEFAULTS = {
     "instrument": {"features": _TEXTURE, "scale": 1.15, "offset": 0.0},
     "population": {"malignant": 0.6},
     "gradual": {"features": _TEXTURE, "scale": 1.3, "start": 0.3, "end": 0.8},
-    "concept": {"feature": "worst area", "quantile": 0.75},
+    "concept": {"feature": "worst area", "quantile": 0.75, "balanced": False},
 }
 _DRIFT_MECHANISMS = {
     "none": "No drift: rows drawn from the same population as the reference.",
@@ -265,7 +265,9 @@ def drift_scenario(kind: str = "none", size: int = 200, seed: int = 0, *, noise:
     - ``"gradual"`` (covariate shift growing in time): ``features``, ``scale``, ``start``, ``end`` (fractions of
       the rows between which the scale grows linearly from 1);
     - ``"concept"`` (concept drift): ``feature``, ``quantile``: benign tumours above that quantile of the benign
-      tumours' ``feature`` are labelled malignant; the inputs are drawn as without drift.
+      tumours' ``feature`` are labelled malignant; the inputs are drawn as without drift. With ``balanced`` as many
+      malignant tumours, those with the smallest ``feature``, are labelled benign, so that the share of each label
+      stays exactly as drawn: then only the relation between inputs and labels tells the drift.
     """
     if kind not in DRIFT_KINDS:
         raise ValueError(f"unknown drift kind {kind!r}; choose one of {', '.join(DRIFT_KINDS)}")
@@ -303,11 +305,19 @@ def drift_scenario(kind: str = "none", size: int = 200, seed: int = 0, *, noise:
     elif kind == "concept":
         column = _column(names, params["feature"])
         cut = np.quantile(population[labels == 1, column], params["quantile"])
-        y[(y == 1) & (X[:, column] > cut)] = 0
+        relabelled = (y == 1) & (X[:, column] > cut)
+        if params["balanced"]:  # as many malignant tumours, the smallest ones, become benign
+            malignant = np.flatnonzero(y == 0)
+            y[malignant[np.argsort(X[malignant, column])[: relabelled.sum()]]] = 1
+        y[relabelled] = 0
 
     shown = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    description = _DRIFT_MECHANISMS[kind].format(**shown)
+    if shown.get("balanced"):
+        description += (" As many malignant tumours, those with the smallest values, are labelled benign: the share "
+                        "of malignant tumours does not change.")
     return DriftScenario(kind=kind, drift_type=DRIFT_TYPES[kind], X=X, y=y, params=shown, seed=seed,
-                         description=_DRIFT_MECHANISMS[kind].format(**shown), feature_names=names)
+                         description=description, feature_names=names)
 
 
 DRIFT_PARAMETERS = {kind: dict(values) for kind, values in _DRIFT_DEFAULTS.items()}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from check_seeds import assert_fails_on_every_seed, assert_passes_on_every_seed
 from prometheus_client.parser import text_string_to_metric_families
 
 from labkit.checks import check
@@ -55,12 +56,13 @@ def solution(name):
     return namespace[name]
 
 
-def test_settings_solution_passes():
-    feedback = check("02.settings", solution("make_settings"))
-    assert feedback.status == "passed", feedback.message
+@pytest.mark.parametrize("name, function", [("02.settings", "make_settings"), ("02.metric_mean", "metric_mean"),
+                                            ("02.requirements", "make_requirements")])
+def test_solutions_pass_on_every_seed(name, function):
+    assert_passes_on_every_seed(name, solution(function))
 
 
-def test_settings_mistakes_fail():
+def settings_mistakes():
     make = solution("make_settings")
 
     def no_content_type(*args):
@@ -68,40 +70,87 @@ def test_settings_mistakes_fail():
         del settings["outputs"][0]["parameters"]
         return settings
 
-    def fixed_classes(name, version, class_names, n_features):
-        return make(name, version, class_names[:2], n_features)
+    def two_classes(name, version, class_names, n_features):  # the lab's model has two
+        settings = make(name, version, class_names, n_features)
+        settings["outputs"][1]["shape"] = [-1, 2]
+        return settings
+
+    def sorted_classes(name, version, class_names, n_features):
+        return make(name, version, sorted(class_names), n_features)
 
     def version_in_name(name, version, class_names, n_features):
         settings = make(name, version, class_names, n_features)
         del settings["parameters"]["version"]
         return settings
 
-    for wrong, words in [(no_content_type, "content type"), (fixed_classes, "class names"),
-                         (version_in_name, "parameters.version")]:
-        feedback = check("02.settings", wrong)
-        assert feedback.status == "failed" and words in feedback.message, feedback.message
+    def the_labs_features(name, version, class_names, n_features):
+        return make(name, version, class_names, 30)
+
+    return {"content type": no_content_type, "'probabilities'": two_classes, "class names": sorted_classes,
+            "parameters.version": version_in_name, "one input": the_labs_features}
 
 
-def test_metric_mean_solution_passes_and_mistakes_fail():
-    assert check("02.metric_mean", solution("metric_mean")).status == "passed"
+@pytest.mark.parametrize("words", list(settings_mistakes()))
+def test_settings_mistakes_fail_on_every_seed(words):
+    assert_fails_on_every_seed("02.settings", settings_mistakes()[words], words)
 
-    def first_match(text, metric, model, version):  # ignores the version
+
+def metric_mistakes():
+    def ignores_the_version(text, metric, model, version):
         for family in text_string_to_metric_families(text):
             if family.name == metric:
                 samples = {s.name: s.value for s in family.samples if s.labels.get("model_name") == model}
                 return samples[metric + "_sum"] / samples[metric + "_count"] if samples else None
         return None
 
-    feedback = check("02.metric_mean", first_match)
-    assert feedback.status == "failed"
+    def prefix_match(text, metric, model, version):  # "v1" in "v10", "diagnosis" in "diagnosis-2"
+        total = count = 0.0
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = s.labels
+                if (s.name.startswith(metric) and labels.get("model_name", "").startswith(model)
+                        and labels.get("model_version", "").startswith(version)):
+                    total += s.value if s.name.endswith("_sum") else 0
+                    count += s.value if s.name.endswith("_count") else 0
+        return total / count if count else None
+
+    def zero_when_empty(text, metric, model, version):
+        mean = solution("metric_mean")(text, metric, model, version)
+        return 0.0 if mean is None else mean
+
+    def mean_of_buckets(text, metric, model, version):
+        for family in text_string_to_metric_families(text):
+            if family.name == metric:
+                values = [s.value for s in family.samples if s.name.endswith("_bucket")
+                          and s.labels.get("model_name") == model and s.labels.get("model_version") == version]
+                return sum(values) / len(values) if values else None
+        return None
+
+    return {"ignores the version": ignores_the_version, "prefix match": prefix_match,
+            "0 for no observations": zero_when_empty, "mean of the buckets": mean_of_buckets}
 
 
-def test_requirements_solution_passes_and_mistakes_fail():
-    assert check("02.requirements", solution("make_requirements")).status == "passed"
-    loose = check("02.requirements", lambda names: "\n".join(f"{n}>=0.1" for n in names))
+@pytest.mark.parametrize("mistake", list(metric_mistakes()))
+def test_metric_mean_mistakes_fail_on_every_seed(mistake):
+    assert_fails_on_every_seed("02.metric_mean", metric_mistakes()[mistake])
+
+
+REQUIREMENTS_MISTAKES = {
+    "pinned with ==": lambda names: "\n".join(f"{n}>=0.1" for n in names),
+    "not installed": lambda names: "".join(f"{n}=={version(n)}\n" for n in names if n in PACKAGES),
+    "unpinned": lambda names: "\n".join(names),
+    "one line": lambda names: " ".join(f"{n}=={version(n)}" for n in names),
+}
+
+
+@pytest.mark.parametrize("mistake", REQUIREMENTS_MISTAKES)
+def test_requirements_mistakes_fail_on_every_seed(mistake):
+    assert_fails_on_every_seed("02.requirements", REQUIREMENTS_MISTAKES[mistake])
+
+
+def test_requirements_messages():
+    loose = check("02.requirements", REQUIREMENTS_MISTAKES["pinned with =="])
     assert loose.status == "failed" and "pinned with ==" in loose.message
-    quiet = check("02.requirements", lambda names: "".join(f"{n}=={version(n)}\n" for n in names if n in PACKAGES))
-    assert quiet.status == "failed"  # drops names it does not know instead of saying so
 
 
 @pytest.mark.parametrize("name", ["02.settings", "02.runtime", "02.metric_mean", "02.requirements"])
@@ -160,17 +209,44 @@ def test_runtime_with_swapped_labels_fails(tmp_path, frame_model, dataset):
     assert feedback.status == "failed" and "'label'" in feedback.message, feedback.message
 
 
-def test_runtime_that_forgets_nan_fails(tmp_path, frame_model, dataset):
+# Serving costs seconds per call, so runtimes that miss one kind of bad request run on 2 seeds, not 20: every
+# call sends all 13 kinds of bad request (only their details are random), so a runtime that misses one kind
+# fails on every seed, and the seed decides no grade.
+SERVER_SEEDS = range(2)
+FORGETS = {
+    "NaN or infinite": ("bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))", "bad_rows = np.array([])"),
+    "more than max_rows": ("if not 1 <= len(frame) <= self._max_rows:", "if len(frame) < 1:"),
+    "INT8": ("if tensor.datatype not in FLOATS:", "if tensor.datatype == 'BYTES':"),
+}
+
+
+@pytest.mark.parametrize("kind", FORGETS)
+def test_a_runtime_that_misses_one_kind_fails_on_every_seed_with_partial_credit(tmp_path, frame_model, dataset,
+                                                                                 kind):
+    old, new = FORGETS[kind]
     source = (RUNTIMES / "strict_runtime.py").read_text()
-    source = source.replace("bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))", "bad_rows = np.array([])")
-    folder = model_folder(tmp_path / "m", frame_model, dataset.target_names, strict_source=source)
-    for seed in range(10):  # the NaN case is drawn at random: find a seed that sends it
+    assert old in source
+    folder = model_folder(tmp_path / "m", frame_model, dataset.target_names,
+                          strict_source=source.replace(old, new))
+    for seed in SERVER_SEEDS:
         feedback = check("02.runtime", str(folder), seed=seed)
-        if feedback.status == "failed":
-            assert "NaN or infinite" in feedback.message, feedback.message
-            break
-    else:
-        pytest.fail("no seed sent a NaN")
+        assert feedback.status == "failed" and kind in feedback.message, feedback.message
+        assert 0 < feedback.points < feedback.max_points, "partial credit for the kinds it refuses"
+
+
+def test_every_kind_of_bad_request_is_sent_on_every_call(dataset):
+    import re
+
+    import numpy as np
+
+    from labkit.checks.lab02 import _bad_requests
+
+    def kinds(seed):
+        drawn = _bad_requests(dataset.X.iloc[:3], 40, np.random.default_rng(seed))
+        return sorted((re.sub(r"\d+", "N", what), protocol) for what, protocol, _ in drawn)
+
+    assert len(kinds(0)) == len(set(kinds(0))) == 13
+    assert all(kinds(seed) == kinds(0) for seed in range(1, 20))
 
 
 def test_runtime_placeholder_is_not_attempted_and_missing_folder_fails(tmp_path, frame_model, dataset):

@@ -12,6 +12,7 @@ import html
 import importlib
 import importlib.util
 import re
+import json
 import secrets
 import signal
 import threading
@@ -31,7 +32,15 @@ TIME_LIMIT = 10  # seconds a student's code may run inside one check, unless the
 
 
 class Fail(Exception):
-    """Raised by a check function: the answer is wrong; the message says how."""
+    """Raised by a check function: the answer is wrong; the message says how.
+
+    ``credit`` (0 to 1) is the share of the points a partly right answer earns, e.g. a runtime that refuses 11
+    of 13 kinds of bad request.
+    """
+
+    def __init__(self, message: str = "", credit: float = 0.0):
+        super().__init__(message)
+        self.credit = min(max(float(credit), 0.0), 1.0)
 
 
 class NotAttempted(Exception):
@@ -93,7 +102,7 @@ class CheckSpec:
     name: str
     function: Callable[[Any, np.random.Generator], str | None]
     points: float
-    hint: str | None
+    hints: tuple[str, ...]  # progressive: the first is shown with a failed check, the others on demand
     title: str
     time_limit: float | None = None  # None: TIME_LIMIT
 
@@ -101,20 +110,30 @@ class CheckSpec:
     def seconds(self) -> float:
         return self.time_limit or TIME_LIMIT
 
+    @property
+    def hint(self) -> str | None:
+        """The hint a failed check shows: the first one, and how to ask for the next."""
+        if not self.hints:
+            return None
+        more = f' More: labkit.hint("{self.name}", 2).' if len(self.hints) > 1 else ""
+        return self.hints[0] + more
+
 
 REGISTRY: dict[str, CheckSpec] = {}
 
 
-def register(name: str, *, points: float = 1, hint: str | None = None, title: str = "",
-             time_limit: float | None = None):
+def register(name: str, *, points: float = 1, hint: str | None = None, hints: tuple[str, ...] | list[str] = (),
+             title: str = "", time_limit: float | None = None):
     """Register ``function(answer, rng) -> message`` as the check ``name`` (``"NN.slug"``).
 
+    ``hints`` go from general to specific, and never give the solution away; ``hint`` is a single first one.
     ``time_limit`` (seconds) is for checks that do slow work of their own, such as starting a server for the
     student's runtime, so that a busy machine is not mistaken for an endless loop in the answer.
     """
+    all_hints = tuple(([hint] if hint else []) + list(hints))
 
     def decorate(function):
-        REGISTRY[name] = CheckSpec(name, function, points, hint, title or name, time_limit)
+        REGISTRY[name] = CheckSpec(name, function, points, all_hints, title or name, time_limit)
         return function
 
     return decorate
@@ -138,6 +157,36 @@ def expect_function(answer: Any, name: str, of_what: str) -> None:
     """``Fail`` unless the answer is callable, e.g. ``expect_function(a, "error_rate", "a list of codes")``."""
     if not callable(answer):
         raise Fail(f"{name} should be a function of {of_what}, not {safe_repr(answer)}.")
+
+
+def number(value: Any, what: str) -> float:
+    """``value`` as a float, or a ``Fail`` that names ``what`` it should be (``"error_rate(codes)"``)."""
+    if isinstance(value, (str, bytes)):  # "0.5" is not a number a function should return
+        raise Fail(f"{what} should be a number, not {safe_repr(value)}.")
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise Fail(f"{what} should be a number, not {safe_repr(value)}.") from None
+
+
+def json_roundtrip(value: Any, what: str) -> Any:
+    """``value`` as a client would receive it after JSON; a ``Fail`` if it is not plain JSON data."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError, RecursionError) as e:
+        raise Fail(f"{what} cannot be written as JSON ({_safe_str(e)}); use plain lists, numbers and strings "
+                   "(numpy arrays have .tolist()).") from None
+
+
+def call(function: Callable, shown: str, *args, **kwargs) -> Any:
+    """``function(*args, **kwargs)``; if the student's code raises, a ``Fail`` naming the call (``shown``)
+    that raised, so that the student can run it again. ``NotImplementedError`` still means not attempted."""
+    try:
+        return function(*args, **kwargs)
+    except (NotImplementedError, Fail, NotAttempted):
+        raise
+    except Exception as e:
+        raise Fail(f"{shown} raised {type(e).__name__}: {_safe_str(e)}") from None
 
 
 def safe_repr(value: Any, limit: int = 80) -> str:
@@ -167,6 +216,31 @@ def _time_limit(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def read_model_folder(answer: Any) -> tuple[Path, dict]:
+    """The model folder a path answer names (relative to the working folder) and its model-settings.json as a
+    dict, or a ``Fail`` that says what is missing."""
+    import os
+
+    if not isinstance(answer, (str, os.PathLike)):
+        raise Fail(f"Pass the model folder's path as a string, not {safe_repr(answer)}.")
+    try:
+        folder = Path(answer).resolve()
+        settings_path = folder / "model-settings.json"
+        found = settings_path.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        found = False
+    if not found:
+        raise Fail(f"{safe_repr(str(answer))} is not a model folder: it should contain model-settings.json (run the "
+                   "cell that builds the folder).")
+    try:
+        settings = json.loads(settings_path.read_text())
+        if not isinstance(settings, dict):
+            raise ValueError(f"it holds a {type(settings).__name__}")
+    except (OSError, ValueError) as e:
+        raise Fail(f"{settings_path} is not a valid JSON object: {_safe_str(e)}") from None
+    return folder, settings
 
 
 def model_folder_repository(folder) -> Path:
@@ -254,7 +328,7 @@ def evaluate(name: str, answer: Any = ..., *, seed: int | None = None, time_limi
     except NotAttempted as e:
         return verdict("not_attempted", str(e) or "Not attempted yet.")
     except Fail as e:
-        return verdict("failed", str(e))
+        return verdict("failed", str(e), round(spec.points * e.credit, 2))
     except _TimeUp:
         return verdict("failed", f"Your code ran for more than {spec.seconds:g} s while being checked; "
                        "look for an endless loop or work that can be done once, outside the function.")
@@ -266,6 +340,61 @@ def evaluate(name: str, answer: Any = ..., *, seed: int | None = None, time_limi
     return verdict("passed", message or "Well done.", spec.points)
 
 
+@dataclass(repr=False)
+class Hint:
+    """One of a check's progressive hints, shown on demand: it runs no check and records nothing (no check
+    record for the grader, no progress in the sidebar)."""
+
+    name: str
+    level: int
+    total: int
+    text: str
+
+    def __str__(self) -> str:
+        if not self.total:
+            return self.text
+        text = f"Hint {self.level} of {self.total} for {self.name}: {self.text}"
+        if self.level < self.total:
+            text += f'\nMore specific: labkit.hint("{self.name}", {self.level + 1})'
+        else:
+            text += "\nThat was the last hint; the check's message says what your answer got wrong."
+        return text
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        if not self.total:
+            return f'<div class="labkit-hint">{html.escape(self.text)}</div>'
+        more = (f'<br><small>More specific: <code>labkit.hint("{html.escape(self.name)}", {self.level + 1})</code>'
+                "</small>" if self.level < self.total else "<br><small>That was the last hint.</small>")
+        return (f'<div class="labkit-hint" style="border-left:4px solid #1565c0;padding:4px 10px;margin:4px 0">'
+                f'<b style="color:#1565c0">Hint {self.level} of {self.total}</b> <code>{html.escape(self.name)}'
+                f'</code><br><span style="white-space:pre-wrap">{html.escape(self.text)}</span>{more}</div>')
+
+
+def hint(name: str, level: int = 1) -> Hint:
+    """Hint number ``level`` (1 = the most general) for the exercise ``name``, without checking anything;
+    never raises."""
+    if not isinstance(name, str):
+        return Hint(str(type(name).__name__), 0, 0, 'The first argument of hint() is the exercise name, a string '
+                    'such as "01.request".')
+    _load_lab(name)
+    spec = REGISTRY.get(name)
+    if spec is None:
+        lab = name.split(".", 1)[0]
+        known = ", ".join(names(lab)) if lab.isdigit() else ""
+        return Hint(name, 0, 0, f"There is no exercise called {name!r}. Exercises of lab {lab}: "
+                    f"{known or 'none'}.")
+    if not spec.hints:
+        return Hint(name, 0, 0, f"{name} has no hints.")
+    try:
+        level = int(level)
+    except (TypeError, ValueError, OverflowError):
+        level = 1
+    level = min(max(level, 1), len(spec.hints))
+    return Hint(name, level, len(spec.hints), spec.hints[level - 1])
+
+
 def _safe_str(error: BaseException) -> str:
     try:
         return str(error)[:300]
@@ -274,6 +403,8 @@ def _safe_str(error: BaseException) -> str:
 
 
 __all__ = [
-    "MIME_TYPE", "Fail", "Feedback", "NotAttempted", "check", "evaluate", "expect_function", "model_folder_repository",
-    "names", "register", "safe_repr", "serve_for_check", "server_error_reason",
+    "MIME_TYPE", "Fail", "Feedback", "Hint", "NotAttempted", "call", "check", "evaluate", "expect_function", "hint",
+    "json_roundtrip", "model_folder_repository", "names", "number", "read_model_folder", "register", "safe_repr",
+    "serve_for_check",
+    "server_error_reason",
 ]

@@ -1,10 +1,9 @@
 """Checks of lab 02, "Your own runtime"."""
 
-import json
 import math
 from importlib.metadata import version as installed_version
-from pathlib import Path
 
+import httpx
 import numpy as np
 from mlserver.settings import ModelSettings
 from packaging.requirements import InvalidRequirement, Requirement
@@ -13,7 +12,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from pydantic import ValidationError
 
 from labkit.checks import (
-    Fail, NotAttempted, expect_function, model_folder_repository, register, safe_repr, serve_for_check,
+    Fail, NotAttempted, call, expect_function, json_roundtrip, model_folder_repository, number, read_model_folder,
+    register, safe_repr, serve_for_check,
 )
 from labkit.client import Client, InferenceServerError, validation_message
 from labkit.data import load_breast_cancer
@@ -23,53 +23,56 @@ PLACEHOLDER = 'raise NotImplementedError("Replace this line with your code")'
 BAD_REQUEST = {"rest": 400, "grpc": "INVALID_ARGUMENT"}
 
 
-def _json_roundtrip(value, what):
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError) as e:
-        raise Fail(f"{what} cannot be written as JSON ({e}); use plain lists, numbers and strings.") from None
-
-
 @register(
     "02.settings",
     points=2,
     title="model-settings.json for the diagnosis runtime",
-    hint="Start from the settings of diagnosis v1 above; the number of classes sets the shape of 'probabilities'.",
+    hints=(
+        "Start from the settings of diagnosis v1 above and replace everything that depends on the arguments: "
+        "name, version, class names and number of features.",
+        "The version goes in parameters.version and the class names, in order, in parameters.extra.class_names; "
+        "the number of classes sets the shape of 'probabilities', [-1, number of classes].",
+        "'label' is BYTES with shape [-1, 1] and parameters {'content_type': 'str'}, so that clients decode "
+        "strings; the input is FP64 with shape [-1, n_features].",
+    ),
 )
 def settings(answer, rng):
     expect_function(answer, "make_settings", "a name, a version, a list of class names and a number of features")
-    for _ in range(5):
+    # the lab's two classes, in their unsorted order, and 3 to 5 classes: each on every call
+    counts = [2, *rng.permutation([3, 4, 5]), int(rng.integers(2, 6))]
+    for case, n_classes in enumerate(counts):
         name = f"{rng.choice(['triage', 'churn', 'fraud', 'iris', 'wine'])}-{int(rng.integers(1, 99))}"
         version = f"v{int(rng.integers(1, 20))}"
-        class_names = [f"{rng.choice(['low', 'mid', 'high', 'a', 'b', 'c'])}{i}" for i in range(rng.integers(2, 6))]
+        class_names = ["malignant", "benign"] if case == 0 else [
+            f"{rng.choice(['low', 'mid', 'high', 'a', 'b', 'c'])}{i}" for i in range(n_classes)]
         n_features = int(rng.integers(2, 60))
-        call = f"make_settings({name!r}, {version!r}, {class_names!r}, {n_features})"
-        got = answer(name, version, list(class_names), n_features)
+        shown = f"make_settings({name!r}, {version!r}, {class_names!r}, {n_features})"
+        got = call(answer, shown, name, version, list(class_names), n_features)
         if not isinstance(got, dict):
-            raise Fail(f"{call} returned {safe_repr(got)}; return a dict, the content of model-settings.json.")
-        got = _json_roundtrip(got, f"The result of {call}")
+            raise Fail(f"{shown} returned {safe_repr(got)}; return a dict, the content of model-settings.json.")
+        got = json_roundtrip(got, f"The result of {shown}")
         try:
             parsed = ModelSettings.model_validate(dict(got))
         except ValidationError as e:
-            raise Fail(f"MLServer rejects the settings of {call}: {validation_message(e)}") from None
+            raise Fail(f"MLServer rejects the settings of {shown}: {validation_message(e)}") from None
         if parsed.name != name:
-            raise Fail(f"{call} names the model {parsed.name!r}; clients will call it {name!r}.")
+            raise Fail(f"{shown} names the model {parsed.name!r}; clients will call it {name!r}.")
         if got.get("implementation") != RUNTIME:
             raise Fail(f"The implementation should be the runtime class as module.Class: {RUNTIME!r}.")
         parameters = parsed.parameters
         if parameters is None or parameters.uri != "./model.joblib":
-            raise Fail(f"{call}: parameters.uri should point to the artefact next to the settings, './model.joblib'.")
+            raise Fail(f"{shown}: parameters.uri should point to the artefact next to the settings, './model.joblib'.")
         if parameters.version != version:
-            raise Fail(f"{call}: the version goes in parameters.version, here {version!r}.")
+            raise Fail(f"{shown}: the version goes in parameters.version, here {version!r}.")
         if (parameters.extra or {}).get("class_names") != class_names:
-            raise Fail(f"{call}: the runtime reads the class names from parameters.extra.class_names, in order.")
+            raise Fail(f"{shown}: the runtime reads the class names from parameters.extra.class_names, in order.")
         inputs = parsed.inputs or []
         if len(inputs) != 1 or inputs[0].datatype != "FP64" or list(inputs[0].shape) != [-1, n_features]:
-            raise Fail(f"{call} should declare one input: FP64 rows of {n_features} features, shape "
+            raise Fail(f"{shown} should declare one input: FP64 rows of {n_features} features, shape "
                        f"[-1, {n_features}].")
         outputs = {o.name: o for o in parsed.outputs or []}
         if set(outputs) != {"label", "probabilities"}:
-            raise Fail(f"{call} declares the outputs {sorted(outputs)}; the runtime returns 'label' and "
+            raise Fail(f"{shown} declares the outputs {sorted(outputs)}; the runtime returns 'label' and "
                        "'probabilities'.")
         label, proba = outputs["label"], outputs["probabilities"]
         label_type = label.parameters.content_type if label.parameters else None
@@ -87,8 +90,9 @@ def settings(answer, rng):
 
 
 def _bad_requests(frame, max_rows, rng):
-    """(what, protocol, payload) of requests a strict runtime must refuse, a random selection; ``frame`` holds a
-    few good rows with the model's columns."""
+    """(what, protocol, payload) of every kind of request a strict runtime must refuse, in a random order, with
+    random details; ``frame`` holds a few good rows with the model's columns. Every kind is sent on every call,
+    so that a runtime that misses one fails whatever the seed."""
 
     def tensor(values, shape, datatype="FP64"):
         return {"inputs": [{"name": "features", "shape": shape, "datatype": datatype, "data": values}]}
@@ -120,19 +124,12 @@ def _bad_requests(frame, max_rows, rng):
         ("a DataFrame with an extra column", "grpc", extra),
         ("a declared shape larger than the data", "rest", tensor(rows.ravel().tolist(), [n_rows + 7, n_cols])),
     ]
-    chosen = rng.choice(len(candidates), size=8, replace=False)
-    return [candidates[i] for i in sorted(chosen)]
+    return [candidates[i] for i in rng.permutation(len(candidates))]
 
 
 def _read_folder(answer):
-    if not isinstance(answer, str):
-        raise Fail(f"Pass the path of your model folder as a string, not {safe_repr(answer)}.")
-    folder = Path(answer).expanduser().resolve()  # relative to the notebook's working directory
-    settings_file = folder / "model-settings.json"
-    if not settings_file.is_file():
-        raise Fail(f"There is no model-settings.json in {answer!r}; run the cell that builds the model folder.")
+    folder, settings = read_model_folder(answer)
     try:
-        settings = json.loads(settings_file.read_text())
         extra = settings["parameters"]["extra"]
         class_names = list(extra["class_names"])
         max_rows = int(extra.get("max_rows", 1000))
@@ -153,8 +150,15 @@ def _read_folder(answer):
     "02.runtime",
     points=4,
     title="A runtime that refuses bad requests with a 400",
-    hint="Decode first (catching the codec's errors), then check the shape or the columns, the batch size, and "
-         "finite values; raise InferenceError with a message that says what to send instead.",
+    hints=(
+        "A bad request is the client's mistake: answer it with a 400 (INVALID_ARGUMENT over gRPC) and a message "
+        "that says what to send, never a 500 or a prediction.",
+        "Decode first (catching the codec's errors), then check the shape or the columns, the batch size, and "
+        "finite values; raise InferenceError with a message that says what to send instead.",
+        "The check sends every kind of bad request on every call: wrong number of columns, NaN or infinity, "
+        "strings, an INT8 declaration, an empty batch, more than max_rows rows, 1-D and 3-D tensors, a "
+        "DataFrame with a missing or an extra column, a shape larger than the data.",
+    ),
     time_limit=30,  # it starts an MLServer, 3 s on a quiet laptop, far more on a busy one
 )
 def runtime(answer, rng):
@@ -192,73 +196,99 @@ def runtime(answer, rng):
                 if got.shape != expected.shape or not np.allclose(got, expected, rtol=0, atol=1e-6):
                     raise Fail(f"For a good request of {len(rows)} rows, 'probabilities' differ from the model's "
                                "predict_proba.")
-            refusals = []
-            for what, protocol, payload in _bad_requests(X.iloc[:3], max_rows, rng):
+            refusals, wrong = [], []
+            bad = _bad_requests(X.iloc[:3], max_rows, rng)
+            for what, protocol, payload in bad:
                 try:
-                    clients[protocol].infer(name, payload)
+                    _infer_once_more_on_reset(clients, server, protocol, name, payload)
                 except InferenceServerError as e:
                     if e.status != BAD_REQUEST[protocol] or not str(e.reason).strip():
-                        raise Fail(f"A request with {what} (over {protocol}) got {e.status}: {e.reason[:300]}; "
-                                   f"expected {BAD_REQUEST[protocol]} with a message that says what was "
-                                   "wrong.") from None
-                    refusals.append(e.reason)
+                        wrong.append(f"a request with {what} (over {protocol}) got {e.status}: {e.reason[:200]}")
+                    else:
+                        refusals.append(e.reason)
+                except httpx.TransportError as e:
+                    wrong.append(f"a request with {what} (over {protocol}) broke the connection ({e})")
                 else:
-                    raise Fail(f"A request with {what} (over {protocol}) was answered; refuse it with a 400.")
-            if not (clients["rest"].live() and clients["rest"].model_ready(name)):
-                raise Fail("After the bad requests the server no longer serves your model.")
+                    wrong.append(f"a request with {what} (over {protocol}) was answered")
+            serving = clients["rest"].live() and clients["rest"].model_ready(name)
         finally:
             for client in clients.values():
                 client.close()
-    return (f"4 hidden good requests answered correctly over REST and gRPC, {len(refusals)} bad ones refused "
-            f"with 400 and a reason (such as: {refusals[0][:120]!r}), and the server kept serving.")
+    if not serving:
+        raise Fail("After the bad requests the server no longer serves your model.")
+    if wrong:
+        more = f"; and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+        raise Fail(f"{len(refusals)} of {len(bad)} bad requests refused with {BAD_REQUEST['rest']} (REST) or "
+                   f"{BAD_REQUEST['grpc']} (gRPC) and a reason; not these: {'; '.join(wrong[:5])}{more}. Refuse "
+                   "each with an InferenceError that says what was wrong.", credit=len(refusals) / len(bad))
+    return (f"4 hidden good requests answered correctly over REST and gRPC, all {len(refusals)} kinds of bad "
+            f"requests refused with 400 and a reason (such as: {refusals[0][:120]!r}), and the server kept serving.")
+
+
+def _infer_once_more_on_reset(clients, server, protocol, name, payload):
+    """``infer``, sent again on a fresh connection if the pooled one was reset: uvicorn may close an idle
+    keep-alive connection just as the next request goes out (seen on a busy machine); that is no verdict."""
+    try:
+        return clients[protocol].infer(name, payload)
+    except httpx.TransportError:
+        if protocol != "rest":
+            raise
+        clients["rest"].close()
+        clients["rest"] = Client(server, "rest", timeout=5)
+        return clients["rest"].infer(name, payload)
 
 
 # -- custom metrics -----------------------------------------------------------------------------------
+
+
+MODELS, VERSIONS = ("diagnosis", "diagnosis-2", "cancer"), ("v1", "v10", "v2")
+METRICS = ("diagnosis_malignant_share", "diagnosis_malignant_share_max", "diagnosis_rows")
+# (metric, model, version) asked for, each next to look-alikes: v1 beside v10, diagnosis beside diagnosis-2,
+# a metric beside its _max; the last has no observations (v3)
+METRIC_CASES = [("diagnosis_malignant_share", "diagnosis", "v10"), ("diagnosis_rows", "diagnosis", "v1"),
+                ("diagnosis_malignant_share", "diagnosis-2", "v2"), ("diagnosis_rows", "cancer", "v3")]
 
 
 @register(
     "02.metric_mean",
     points=2,
     title="The mean of a custom metric, from the metrics endpoint",
-    hint="prometheus_client.parser.text_string_to_metric_families; a histogram's mean is its _sum over its _count.",
+    hints=(
+        "A histogram publishes, per set of labels, a _count (how many observations) and a _sum (their total); "
+        "the mean is the one over the other.",
+        "prometheus_client.parser.text_string_to_metric_families parses the text; keep the family whose name is "
+        "the metric (not one whose name only starts with it), and the samples whose labels model_name and "
+        "model_version are exactly the ones asked for.",
+        "If no sample has those labels, that model version has no observations: return None.",
+    ),
 )
 def metric_mean(answer, rng):
     expect_function(answer, "metric_mean", "the metrics text, a metric name, a model name and a version")
-    for case in range(4):
+    for metric_name, model, version in [METRIC_CASES[i] for i in rng.permutation(len(METRIC_CASES))]:
         registry = CollectorRegistry()
-        metrics = {
-            name: Histogram(name, "a custom metric", ["model_name", "model_version"], registry=registry)
-            for name in ("diagnosis_malignant_share", "diagnosis_rows", "diagnosis_malignant_share_max")
-        }
+        metrics = {name: Histogram(name, "a custom metric", ["model_name", "model_version"], registry=registry)
+                   for name in METRICS}
         truth = {}
-        for metric_name, metric in metrics.items():
-            for model in ("diagnosis", "cancer", "diagnosis-2"):
-                for version in ("v1", "v2", "v10"):
-                    n = int(rng.integers(0, 6))
-                    values = rng.uniform(0, 50, size=n)
-                    for value in values:
-                        metric.labels(model_name=model, model_version=version).observe(value)
-                    truth[metric_name, model, version] = float(values.mean()) if n else None
+        # every series gets observations of its own scale, in a random order, so no other series has its mean
+        series = [(m, mo, v) for m in METRICS for mo in MODELS for v in VERSIONS]
+        for i in rng.permutation(len(series)):
+            key = series[i]
+            values = rng.uniform(0, 50, size=int(rng.integers(1, 6))) * (1 + i)
+            for value in values:
+                metrics[key[0]].labels(model_name=key[1], model_version=key[2]).observe(value)
+            truth[key] = float(values.mean())
         text = generate_latest(registry).decode()
-        metric_name = ["diagnosis_malignant_share", "diagnosis_rows"][case % 2]
-        model = str(rng.choice(["diagnosis", "cancer", "diagnosis-2"]))
-        version = str(rng.choice(["v1", "v2", "v10"]))
-        if case == 3:  # a version with no observations at all
-            version = "v3"
         expected = truth.get((metric_name, model, version))
-        call = f"metric_mean(text, {metric_name!r}, {model!r}, {version!r})"
-        got = answer(text, metric_name, model, version)
+        shown = f"metric_mean(text, {metric_name!r}, {model!r}, {version!r})"
+        got = call(answer, shown, text, metric_name, model, version)
         if expected is None:
             if got is not None:
-                raise Fail(f"{call} returned {safe_repr(got)}, but that model version has no observations; "
+                raise Fail(f"{shown} returned {safe_repr(got)}, but that model version has no observations; "
                            "return None then.")
             continue
-        try:
-            value = float(got)
-        except (TypeError, ValueError):
-            raise Fail(f"{call} returned {safe_repr(got)}; return the mean as a number.") from None
+        value = number(got, f"The result of {shown}")
         if not math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-12):
-            raise Fail(f"{call} returned {value:g}; expected the mean of that model version's observations "
+            raise Fail(f"{shown} returned {value:g}; expected the mean of that model version's observations "
                        "(its _sum divided by its _count), not of another metric, model or version.")
     return "Right means for 4 hidden metrics texts, other models, versions and look-alike metrics ignored."
 
@@ -279,17 +309,24 @@ def _spelling(name, rng):
     "02.requirements",
     points=2,
     title="requirements.txt with exact pins",
-    hint="importlib.metadata.version(name) gives the installed version; write one 'name==version' line per package.",
+    hints=(
+        "An image must run what you tested: pin each package to exactly the version installed here, one "
+        "'name==version' line per package.",
+        "importlib.metadata.version(name) gives the installed version, whatever the spelling of the name "
+        "(Scikit_Learn, scikit-learn).",
+        "For a package that is not installed, version() raises PackageNotFoundError: let it raise (or raise your "
+        "own error naming the package) rather than skip it, so that a broken image is never built.",
+    ),
 )
 def requirements(answer, rng):
     expect_function(answer, "make_requirements", "a list of package names")
     for _ in range(3):
         chosen = [str(p) for p in rng.choice(PACKAGES, size=int(rng.integers(2, 6)), replace=False)]
         asked = [_spelling(p, rng) for p in chosen]
-        call = f"make_requirements({asked!r})"
-        got = answer(list(asked))
+        shown = f"make_requirements({asked!r})"
+        got = call(answer, shown, list(asked))
         if not isinstance(got, str):
-            raise Fail(f"{call} returned {safe_repr(got)}; return the text of requirements.txt (a string).")
+            raise Fail(f"{shown} returned {safe_repr(got)}; return the text of requirements.txt (a string).")
         pins = {}
         for line in got.splitlines():
             line = line.split("#", 1)[0].strip()
@@ -298,17 +335,17 @@ def requirements(answer, rng):
             try:
                 requirement = Requirement(line)
             except InvalidRequirement:
-                raise Fail(f"{call}: pip cannot read the line {line!r}.") from None
+                raise Fail(f"{shown}: pip cannot read the line {line!r}.") from None
             pins[canonicalize_name(requirement.name)] = requirement
         wanted = {canonicalize_name(p) for p in chosen}
         if set(pins) != wanted:
-            raise Fail(f"{call} should pin exactly the {len(wanted)} packages asked for, one per line "
+            raise Fail(f"{shown} should pin exactly the {len(wanted)} packages asked for, one per line "
                        f"(got {sorted(pins)}).")
         for name, requirement in pins.items():
             specifiers = list(requirement.specifier)
             exact = installed_version(name)
             if len(specifiers) != 1 or specifiers[0].operator != "==" or specifiers[0].version != exact:
-                raise Fail(f"{call}: {name} should be pinned with == to the version installed here, so that the "
+                raise Fail(f"{shown}: {name} should be pinned with == to the version installed here, so that the "
                            f"image runs what you tested (got {str(requirement)!r}).")
     missing = f"no-such-package-{int(rng.integers(10**6))}"
     try:

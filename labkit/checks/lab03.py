@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.ensemble import ExtraTreesClassifier
 
 from labkit import course, load
-from labkit.checks import Fail, expect_function, register, safe_repr, serve_for_check
+from labkit.checks import Fail, call, expect_function, number, register, safe_repr, serve_for_check
 from labkit.data import load_breast_cancer
 
 RUNTIME_FILE = "batch_runtimes.py"
@@ -25,14 +25,6 @@ SLO_BUSY_FACTOR = 8  # busy median latency at most this many times a lone reques
 SLO_QUIET_EXTRA_S = 0.05  # a lone client may wait at most this much longer than without batching
 
 
-def _number(value, what):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise Fail(f"{what} should be a number, not {safe_repr(value)}.") from None
-    return number
-
-
 # -- exercise 1 -------------------------------------------------------------------------------------------------
 def _random_samples(rng, n):
     """Latencies with a heavy tail, and failures that answer fast (a refusal is quick) or time out."""
@@ -40,6 +32,9 @@ def _random_samples(rng, n):
     spikes = rng.random(n) < 0.03
     latency[spikes] *= rng.uniform(5, 30, size=spikes.sum())
     failed = rng.random(n) < rng.uniform(0.02, 0.2)
+    failed[rng.integers(n)] = True  # at least one failure and one success, whatever the size
+    if failed.all():
+        failed[rng.integers(n)] = False
     kinds = rng.choice(["HTTP 500", "HTTP 503", "timeout"], size=n)
     latency[failed] = np.where(kinds[failed] == "timeout", 10.0, rng.uniform(0.0005, 0.002, size=failed.sum()))
     samples = [{"start": float(i) * 0.01, "latency": float(x), "error": (str(k) if f else None)}
@@ -51,30 +46,37 @@ def _random_samples(rng, n):
     "03.latency_report",
     points=2,
     title="Latency percentiles from raw samples",
-    hint="Keep only the samples whose error is None, convert seconds to milliseconds, then np.percentile.",
+    hints=(
+        "A failed request has no latency worth reporting: a timeout is not a latency, and a quick refusal is not a "
+        "fast answer. Percentiles and the maximum come from the successful samples only.",
+        "Keep only the samples whose error is None, convert seconds to milliseconds, then np.percentile for p50, "
+        "p90 and p99 and max() for the maximum.",
+        "error_rate is the fraction of all samples whose error is not None, between 0 and 1 (not a percentage, "
+        "and not failures divided by successes).",
+    ),
 )
 def latency_report(answer, rng):
     expect_function(answer, "latency_report", "a list of samples")
     for n in [int(rng.integers(150, 400)), int(rng.integers(1000, 3000)), 7]:
         samples, ok_ms, error_rate = _random_samples(rng, n)
-        got = answer([dict(s) for s in samples])
-        call = f"latency_report(<{n} samples>)"
+        shown = f"latency_report(<{n} samples>)"
+        got = call(answer, shown, [dict(s) for s in samples])
         try:
             got = dict(got)
         except (TypeError, ValueError):
-            raise Fail(f"{call} returned {safe_repr(got)}; return a dict with p50, p90, p99, max and "
+            raise Fail(f"{shown} returned {safe_repr(got)}; return a dict with p50, p90, p99, max and "
                        "error_rate.") from None
         missing = [k for k in [*PERCENTILES, "max", "error_rate"] if k not in got]
         if missing:
-            raise Fail(f"{call} has no {', '.join(missing)}.")
-        if abs(_number(got["error_rate"], "error_rate") - error_rate) > 1e-9:
-            raise Fail(f"{call}: error_rate should be the fraction of samples whose error is not None "
+            raise Fail(f"{shown} has no {', '.join(missing)}.")
+        if abs(number(got["error_rate"], "error_rate") - error_rate) > 1e-9:
+            raise Fail(f"{shown}: error_rate should be the fraction of samples whose error is not None "
                        "(between 0 and 1).")
-        if not math.isclose(_number(got["max"], "max"), ok_ms.max(), rel_tol=1e-6):
-            raise Fail(f"{call}: max should be the slowest successful request in milliseconds. Failed requests "
+        if not math.isclose(number(got["max"], "max"), ok_ms.max(), rel_tol=1e-6):
+            raise Fail(f"{shown}: max should be the slowest successful request in milliseconds. Failed requests "
                        "do not count: a timeout is not a latency, and a quick refusal is not a fast answer.")
         for key, q in PERCENTILES.items():
-            value = _number(got[key], key)
+            value = number(got[key], key)
             # Any usual definition of a percentile lies between these two neighbouring order statistics.
             low = np.percentile(ok_ms, q, method="lower")
             high = np.percentile(ok_ms, q, method="higher")
@@ -83,7 +85,7 @@ def latency_report(answer, rng):
                 if np.percentile(ok_ms / 1000, q, method="lower") - 1e-9 <= value <= \
                         np.percentile(ok_ms / 1000, q, method="higher") + 1e-9:
                     hint = " It looks like seconds: report milliseconds."
-                raise Fail(f"{call}: {key} is {value:.3f}, which is not the {q}th percentile of the successful "
+                raise Fail(f"{shown}: {key} is {value:.3f}, which is not the {q}th percentile of the successful "
                            f"requests' latencies in milliseconds.{hint}")
     return "Right percentiles, maximum and error rate for 3 hidden sets of samples, failures left out."
 
@@ -98,7 +100,14 @@ def reference_workers(cores, memory_mb, main_mb, worker_mb):
     "03.workers",
     points=1,
     title="How many parallel workers",
-    hint="One worker per core at most, and only as many as fit in the memory left after the main process.",
+    hints=(
+        "Two limits: workers beyond the number of cores cannot run at the same time, and each worker needs its "
+        "own memory.",
+        "The memory left for workers is memory_mb - main_mb; whole workers only: floor-divide it by worker_mb. "
+        "Take the smaller of that and the number of cores.",
+        "When not even one worker fits, the answer is 0 (run the model in the main process), never negative and "
+        "never a forced 1.",
+    ),
 )
 def workers(answer, rng):
     expect_function(answer, "workers_for", "cores, memory_mb, main_mb and worker_mb")
@@ -106,13 +115,13 @@ def workers(answer, rng):
     cases += [(int(rng.integers(1, 65)), int(rng.integers(256, 32768)), int(rng.integers(150, 400)),
                int(rng.integers(100, 2000))) for _ in range(12)]
     for cores, memory, main, worker in cases:
-        call = f"workers_for({cores}, {memory}, {main}, {worker})"
-        got = answer(cores, memory, main, worker)
+        shown = f"workers_for({cores}, {memory}, {main}, {worker})"
+        got = call(answer, shown, cores, memory, main, worker)
         expected = reference_workers(cores, memory, main, worker)
         try:
             ok = int(got) == got and int(got) == expected
         except (TypeError, ValueError):
-            raise Fail(f"{call} returned {safe_repr(got)}; return a whole number of workers.") from None
+            raise Fail(f"{shown} returned {safe_repr(got)}; return a whole number of workers.") from None
         if not ok:
             if expected == 0:
                 why = "not even one worker fits next to the main process: run in the main process"
@@ -120,7 +129,7 @@ def workers(answer, rng):
                 why = "more workers than cores cannot run at the same time"
             else:
                 why = "memory, not cores, is the limit here"
-            raise Fail(f"{call} returned {safe_repr(got)}; {why}.")
+            raise Fail(f"{shown} returned {safe_repr(got)}; {why}.")
     return "Right for 15 machines: never more workers than cores, never more than fit in memory."
 
 
@@ -175,8 +184,14 @@ def measure_slo(settings: dict, rows: np.ndarray, model) -> dict:
     "03.batching_slo",
     points=3,
     title="Batching settings that meet an SLO",
-    hint="Let a batch hold every request that the busy clients can have in flight, and keep the wait short: "
-         "at quiet times each lone request waits up to max_batch_time.",
+    hints=(
+        "Adaptive batching trades waiting for throughput: a request waits up to max_batch_time for others to join "
+        "its batch, and a batch holds at most max_batch_size requests.",
+        "Let a batch hold every request that the busy clients can have in flight, and keep the wait short: "
+        "at quiet times each lone request waits up to max_batch_time.",
+        "With 16 clients, each with one request in flight, a batch of 16 serves them all at once; a wait of a "
+        "few milliseconds is enough for them to gather, and costs a lone request little.",
+    ),
     time_limit=30,  # it starts an MLServer, 3 s on a quiet laptop, far more on a busy one
 )
 def batching_slo(answer, rng):
@@ -188,7 +203,7 @@ def batching_slo(answer, rng):
     if set(settings) != {"max_batch_size", "max_batch_time"}:
         raise Fail(f"batching should have exactly the keys max_batch_size and max_batch_time, not "
                    f"{sorted(map(str, settings))}.")
-    size, wait = settings["max_batch_size"], _number(settings["max_batch_time"], "max_batch_time")
+    size, wait = settings["max_batch_size"], number(settings["max_batch_time"], "max_batch_time")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= 1024:
         raise Fail(f"max_batch_size is a whole number of requests from 1 to 1024, not {safe_repr(size)}.")
     if not 0 <= wait <= 5:
@@ -234,7 +249,8 @@ def reference_alarm(series, threshold, objective=0.99, windows=2):
 
 
 def random_series(rng, threshold, n):
-    """Cumulative latency histograms scraped over time: calm, overloaded, idle, and a restart."""
+    """Cumulative latency histograms scraped over time: calm, overloaded, idle, and a restart; ``n`` >= 16 so
+    that the overload before the restart and the one before an idle stretch never overlap."""
     counts = np.zeros(len(BOUNDS))
     series, t = [], 0.0
     regime = "calm"
@@ -244,6 +260,10 @@ def random_series(rng, threshold, n):
         regime = rng.choice(["calm", "calm", "hot", "warm", "idle"]) if rng.random() < 0.35 else regime
         if n // 2 - 3 <= i <= n // 2:
             regime = "hot"  # overloaded, then restarted: an alarm must keep firing across the restart
+        if n - 7 <= i <= n - 5:
+            regime = "hot"  # overloaded, then idle: no traffic breaks no SLO, so the alarm stops
+        if i in (n - 4, n - 3):
+            regime = "idle"
         if i == n // 2:
             counts = np.zeros(len(BOUNDS))  # the server restarted: counters start again from 0
         if regime == "idle":
@@ -259,26 +279,33 @@ def random_series(rng, threshold, n):
     "03.slo_alarm",
     points=3,
     title="An SLO alarm rule on scraped histograms",
-    hint="Per interval: the new observations are the later cumulative counts minus the earlier ones (or the "
-         "later ones alone after a restart); slow = all new - new at or below the threshold.",
+    hints=(
+        "Scraped histogram counts are cumulative since the server started: what happened in an interval is the "
+        "difference between two scrapes, and when the counts drop the server restarted and the later counts are "
+        "all new.",
+        "Per interval: slow = all new - new at or below the threshold (the 'le' bucket equal to it); the interval "
+        "breaches when slow / all new > 1 - objective. An interval without requests breaches nothing.",
+        "Count the breaching intervals in a row (an interval that does not breach resets the count) and fire "
+        "while the count is at least windows; return one boolean per interval, len(series) - 1 of them.",
+    ),
 )
 def slo_alarm(answer, rng):
     expect_function(answer, "slo_alarm", "a series of scrapes, a threshold, an objective and a window count")
-    for _ in range(6):
+    for windows in rng.permutation([1, 2, 3, 1, 2, 3]):  # every window count on every call
         threshold = float(rng.choice([0.05, 0.1, 0.25, 0.5]))
         objective = float(rng.choice([0.9, 0.95, 0.99]))
-        windows = int(rng.integers(1, 4))
-        series = random_series(rng, threshold, int(rng.integers(14, 30)))
+        windows = int(windows)
+        series = random_series(rng, threshold, int(rng.integers(16, 30)))
         expected = reference_alarm(series, threshold, objective, windows)
-        call = f"slo_alarm(<{len(series)} scrapes>, {threshold}, {objective}, {windows})"
-        got = answer(json.loads(json.dumps(series)), threshold, objective, windows)
+        shown = f"slo_alarm(<{len(series)} scrapes>, {threshold}, {objective}, {windows})"
+        got = call(answer, shown, json.loads(json.dumps(series)), threshold, objective, windows)
         try:
             got = [bool(x) for x in got]
         except TypeError:
-            raise Fail(f"{call} returned {safe_repr(got)}; return a list of booleans, one per scrape after "
+            raise Fail(f"{shown} returned {safe_repr(got)}; return a list of booleans, one per scrape after "
                        "the first.") from None
         if len(got) != len(expected):
-            raise Fail(f"{call} returned {len(got)} states; there is one per interval between scrapes, "
+            raise Fail(f"{shown} returned {len(got)} states; there is one per interval between scrapes, "
                        f"{len(expected)} here.")
         for i, (g, e) in enumerate(zip(got, expected, strict=True)):
             if g != e:
@@ -289,7 +316,7 @@ def slo_alarm(answer, rng):
                        else "the counters dropped here: the server restarted, so the later counts are all new"
                        if restart else f"count the intervals in breach in a row: it fires after {windows}")
                 state = "fire" if e else "stay quiet"
-                raise Fail(f"{call}: at scrape {i + 1} (t = {after['time']:g} s) the alarm should {state}; "
+                raise Fail(f"{shown}: at scrape {i + 1} (t = {after['time']:g} s) the alarm should {state}; "
                            f"{why}.")
     return "Your rule fires exactly when the SLO is broken for long enough, on 6 hidden series with idle " \
            "periods and a restart."

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from labkit.checks import Fail, expect_function, register, safe_repr
+from labkit.checks import Fail, call, expect_function, register, safe_repr
 from labkit.data import drift_scenario
 
 LEVEL = 0.05
@@ -53,8 +53,15 @@ def _verdict(result, call):
     "06.ks_detector",
     points=3,
     title="A feature-wise KS drift detector with a multiple-testing correction",
-    hint="Run scipy.stats.ks_2samp on each feature and compare each p-value with p_val / number of features "
-         "(Bonferroni); flag drift when any feature falls below it.",
+    hints=(
+        "Test each feature on its own with a two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp) against "
+        "the reference, and return the p-values, one per feature, in data['p_val'].",
+        "With d features each tested at p_val, some feature falls below it by chance far more often than p_val: "
+        "compare each p-value with p_val / d (Bonferroni) and flag drift when any falls below. Use the p_val "
+        "given to the constructor.",
+        "ks_2samp(self.x_ref, x, axis=0) tests every column at once; return {'data': {'is_drift': int(any p <= "
+        "p_val / d), 'p_val': the p-values, 'threshold': p_val / d}, 'meta': {}}.",
+    ),
     time_limit=30,  # 500+ calls of the student's code: in the grader each one is a round trip to the kernel
 )
 def ks_detector(answer, rng):
@@ -63,34 +70,42 @@ def ks_detector(answer, rng):
     m, n = int(rng.integers(150, 250)), int(rng.integers(60, 100))
     loc, scale = rng.uniform(-5, 50, d), rng.uniform(0.5, 10, d)
     mix, skewed = rng.uniform(0.45, 0.7), rng.random(d) < 0.4
-    call = f"predict(<{n}×{d} window>)"
+    call_shown = f"predict(<{n}×{d} window>)"
 
-    def fit():
+    def fit_at(level):
         x_ref = _correlated_rows(rng, m, loc, scale, mix, skewed)
-        detector = answer(x_ref.copy(), p_val=LEVEL)
+        detector = call(answer, f"KSDetector(x_ref, p_val={level})", x_ref.copy(), p_val=level)
         predict = getattr(detector, "predict", None)
         if not callable(predict):
-            raise Fail(f"KSDetector(x_ref, p_val=0.05) gave {safe_repr(detector)}, which has no predict method.")
+            raise Fail(f"KSDetector(x_ref, p_val={level}) gave {safe_repr(detector)}, which has no predict method.")
         return x_ref, predict
 
+    def fit():
+        return fit_at(LEVEL)
+
     x_ref, predict = fit()
-    _, p_values = _verdict(predict(_correlated_rows(rng, n, loc, scale, mix, skewed)), call)
+    _, p_values = _verdict(call(predict, call_shown, _correlated_rows(rng, n, loc, scale, mix, skewed)), call_shown)
     if p_values.size != d:
-        raise Fail(f"{call} returned {p_values.size} p-values; return one per feature ({d} here).")
+        raise Fail(f"{call_shown} returned {p_values.size} p-values; return one per feature ({d} here).")
 
     # A fresh reference set for every window: with correlated features, one unlucky reference set shifts
     # every feature at once, and a rate measured on it alone would swing far from the true one.
-    n_null, alarms = 500, 0
+    n_null, alarms, null_p = 500, 0, []
     for _ in range(n_null):
         _, predict_null = fit()
-        alarms += _verdict(predict_null(_correlated_rows(rng, n, loc, scale, mix, skewed)), call)[0]
+        is_drift, p = _verdict(predict_null(_correlated_rows(rng, n, loc, scale, mix, skewed)), call_shown)
+        alarms += is_drift
+        null_p.append(p)
+        if alarms > (LEVEL + SLACK) * n_null:  # the verdict is known: no need to wait for the rest
+            break
     fpr = alarms / n_null
     if fpr > LEVEL + SLACK:
         raise Fail(f"Without drift your detector flagged {alarms} of {n_null} windows: a false positive rate of "
                    f"{fpr:.1%} at p_val={LEVEL} (at most {LEVEL + SLACK:.0%} allowed). With {d} features tested "
                    "at once, correct for multiple testing.")
+    _expect_p_values(np.concatenate(null_p), d)
 
-    n_shifted, detected, missed_kind = 60, 0, None
+    n_shifted, detected, missed_kind, shifted_p = 60, 0, None, []
     for i in range(n_shifted):
         x = _correlated_rows(rng, n, loc, scale, mix, skewed)
         features = rng.choice(d, size=int(rng.integers(1, 3)), replace=False)
@@ -101,16 +116,57 @@ def ks_detector(answer, rng):
         else:
             x[:, features] += rng.choice([-1, 1], len(features)) * 1.2 * x_ref[:, features].std(axis=0)
             kind = "a feature whose mean moved"
-        hit = _verdict(predict(x), call)[0]
+        hit, p = _verdict(predict(x), call_shown)
         detected += hit
+        shifted_p.extend(p[features] if p.size == d else [])
         missed_kind = missed_kind or (None if hit else kind)
     power = detected / n_shifted
     if power < 0.9:
         raise Fail(f"Your detector found {detected} of {n_shifted} clearly shifted windows (power {power:.0%}, at "
                    f"least 90% expected); it missed, for example, {missed_kind}. Test every feature, with a test "
                    "that compares whole distributions.")
+    if np.median(shifted_p) > LEVEL / d:
+        raise Fail("On windows where a feature clearly shifted, the p-values you return for that feature are "
+                   f"large (median {np.median(shifted_p):.2g}): a p-value is small when the samples differ. Return "
+                   "the test's p-values themselves, not 1 - p or the statistic.")
+    _expect_level_used(fit_at, rng, d, n, loc, scale, mix, skewed)
     return (f"False positive rate {fpr:.1%} over {n_null} windows without drift (level {LEVEL:.0%}), power "
-            f"{power:.0%} on {n_shifted} shifted windows, with {d} correlated features.")
+            f"{power:.0%} on {n_shifted} shifted windows, with {d} correlated features; the p_val you are given "
+            "is the level you test at.")
+
+
+def _expect_p_values(p_values, d):
+    """Without drift a test's p-values are spread evenly over [0, 1]: about 5 % of them fall below 0.05. A
+    statistic, or 1 - p, in their place is not; a later cell reads these p-values."""
+    below, mean = float((p_values <= 0.05).mean()), float(p_values.mean())
+    if not (0.015 <= below <= 0.1 and 0.35 <= mean <= 0.7):
+        raise Fail(f"Without drift, {below:.1%} of the {len(p_values)} p-values you returned are below 0.05 and "
+                   f"their mean is {mean:.2f}; the p-values of a test are spread evenly between 0 and 1 then "
+                   "(about 5 % below 0.05, mean about 0.5). Put the test's p-values in 'p_val', one per feature, "
+                   "not its statistics.")
+
+
+def _decisions(p_values, level):
+    """Whether a Bonferroni and a Benjamini-Hochberg correction flag drift at ``level``, from the p-values."""
+    d = len(p_values)
+    ordered = np.sort(p_values)
+    return bool(ordered[0] <= level / d), bool((ordered <= level * np.arange(1, d + 1) / d).any())
+
+
+def _expect_level_used(fit_at, rng, d, n, loc, scale, mix, skewed):
+    """The detector tests at the ``p_val`` it is given, not at a level of its own: at 1 % and 25 %, on windows
+    with small shifts, ``is_drift`` must follow from its own p-values."""
+    for level in (0.01, 0.25):
+        x_ref, predict = fit_at(level)
+        for _ in range(40):
+            x = _correlated_rows(rng, n, loc, scale, mix, skewed)
+            feature = int(rng.integers(d))
+            x[:, feature] += rng.uniform(0, 0.4) * x_ref[:, feature].std()
+            is_drift, p = _verdict(predict(x), f"KSDetector(x_ref, p_val={level}).predict(x)")
+            if p.size == d and bool(is_drift) not in _decisions(p, level):
+                raise Fail(f"KSDetector(x_ref, p_val={level}) answered is_drift={is_drift} for p-values "
+                           f"{safe_repr(np.round(p, 4).tolist())}; at p_val={level} with {d} features a "
+                           "correction for multiple testing says otherwise. Use the p_val argument as the level.")
 
 
 def expected_delay(window, power):
@@ -118,74 +174,123 @@ def expected_delay(window, power):
     return math.inf if power <= 0 else window / power
 
 
+def _power_curve(rng, zero=False):
+    """{window: power} from a logistic curve, rounded as a measurement would be; ``zero``: the smallest
+    window has power 0 (its delay is infinite)."""
+    windows = np.unique(np.r_[rng.integers(5, 400, size=int(rng.integers(4, 10))), 400])
+    midpoint, steepness = rng.uniform(20, 200), rng.uniform(0.01, 0.08)
+    powers = {int(w): round(float(1 / (1 + np.exp(-steepness * (w - midpoint)))), 3) for w in windows}
+    if zero:
+        powers[int(windows[0])] = 0.0
+    return powers
+
+
+def _window_cases(rng):
+    """(powers, max_delay) of eight cases, each kind on every call: a random target; a target that several
+    windows meet, the largest of them not the fastest; a target met exactly (delay equal to it); a curve with
+    a window of power 0; a target that no window meets."""
+    cases = []
+    for kind in ["random", "random", "random", "several", "exact", "zero", "several", "none"]:
+        for _ in range(100):  # redraw until the curve has what the case needs
+            powers = _power_curve(rng, zero=kind == "zero")
+            delays = {w: expected_delay(w, p) for w, p in powers.items()}
+            finite = sorted((d, w) for w, d in delays.items() if math.isfinite(d))
+            if len(finite) < 3:
+                continue
+            fastest = finite[0][1]
+            larger = [w for d, w in finite if w > fastest]
+            if kind == "none":
+                max_delay = float(round(finite[0][0] * 0.8, 1))
+            elif kind == "exact":
+                max_delay = delays[larger[-1]] if larger else None  # the float the student computes too
+            elif kind == "several":
+                max_delay = float(np.ceil(max(delays[w] for w in larger[:2]) * 10) / 10) if len(larger) > 1 else None
+            else:
+                max_delay = float(round(rng.uniform(finite[0][0], finite[-1][0] * 1.2), 1))
+            if max_delay is not None:
+                cases.append((powers, max_delay))
+                break
+    order = rng.permutation(len(cases) - 1)  # "none" stays last so that other mistakes are named first
+    return [cases[i] for i in order] + cases[-1:]
+
+
 @register(
     "06.window_size",
     points=2,
     title="Choose a window size for a stated delay",
-    hint="For each window n the expected delay is n / power(n). Keep the windows that meet the target and "
-         "return the largest of them (None if none does).",
+    hints=(
+        "A window of n rows with power p is tested as a whole; if drift starts with a window, it is caught on "
+        "average after 1/p windows, so the expected delay is n / power(n) rows.",
+        "Keep the windows whose expected delay is at most max_delay (a window of power 0 never detects "
+        "anything), and among them return the largest: it gives fewer false alarms per row.",
+        "If no window meets the target return None, not the closest one. A delay equal to max_delay meets it.",
+    ),
 )
 def window_size(answer, rng):
     expect_function(answer, "choose_window", "a dict {window size: power} and a maximum delay")
-    for case in range(8):
-        windows = np.unique(rng.integers(5, 400, size=int(rng.integers(4, 10))))
-        midpoint, steepness = rng.uniform(20, 200), rng.uniform(0.01, 0.08)
-        powers = {int(w): round(float(1 / (1 + np.exp(-steepness * (w - midpoint)))), 3) for w in windows}
+    cases = _window_cases(rng)
+    for powers, max_delay in cases:
         delays = {w: expected_delay(w, p) for w, p in powers.items()}
-        finite = sorted(v for v in delays.values() if math.isfinite(v))
-        if case == 7 or not finite:
-            max_delay = float(round(min(finite, default=10) * 0.8, 1))  # nothing meets it
-        else:
-            max_delay = float(round(rng.uniform(finite[0], finite[-1] * 1.2), 1))
         feasible = [w for w, delay in delays.items() if delay <= max_delay]
         expected = max(feasible) if feasible else None
-        shown = dict(sorted(powers.items()))
-        got = answer(dict(shown), max_delay)
-        call = f"choose_window({shown}, max_delay={max_delay})"
+        shown = f"choose_window({powers}, max_delay={max_delay})"
+        got = call(answer, shown, dict(powers), max_delay)
         if expected is None:
             if got is not None:
-                raise Fail(f"{call} returned {safe_repr(got)}, but no window meets that delay: return None.")
+                raise Fail(f"{shown} returned {safe_repr(got)}, but no window meets that delay: return None.")
             continue
-        try:
-            got = int(got)
-        except (TypeError, ValueError):
-            raise Fail(f"{call} returned {safe_repr(got)}; return one of the window sizes (an int), "
-                       "or None.") from None
+        if isinstance(got, bool) or not isinstance(got, (int, np.integer)):
+            raise Fail(f"{shown} returned {safe_repr(got)}; return one of the window sizes (an int), or None.")
+        got = int(got)
         if got not in powers:
-            raise Fail(f"{call} returned {got}, which is not one of the window sizes measured.")
+            raise Fail(f"{shown} returned {got}, which is not one of the window sizes measured.")
         if delays[got] > max_delay:
-            raise Fail(f"{call} returned {got}, whose expected delay {delays[got]:.1f} rows exceeds the target.")
+            raise Fail(f"{shown} returned {got}, whose expected delay {delays[got]:.1f} rows exceeds the target.")
         if got != expected:
-            raise Fail(f"{call} returned {got}; a larger window also meets the delay and raises fewer false "
-                       "alarms per row. Return the largest window that meets the target.")
-    return "Right window for 8 hidden power curves and delay targets, including one that no window meets."
+            equal = " (its delay equals the target, which meets it)" if delays[expected] == max_delay else ""
+            raise Fail(f"{shown} returned {got}; the window {expected} also meets the delay{equal} and raises "
+                       "fewer false alarms per row. Return the largest window that meets the target.")
+    return (f"Right window for {len(cases)} hidden power curves and delay targets: one met exactly, one with a "
+            "window of power 0, one that no window meets.")
 
 
 @register(
     "06.performance_drift",
     points=2,
     title="Detect concept drift from late labels",
-    hint="Compare the share of correct predictions in the two samples with a one-sided test, for example "
-         "scipy.stats.fisher_exact on the 2x2 table of correct and wrong counts with alternative='greater'.",
-    time_limit=30,  # 500+ calls of the student's code: in the grader each one is a round trip to the kernel
+    hints=(
+        "Each outcome is 1 if the model was right: compare the share of 1s in the reference with the share in "
+        "the new sample, with a test whose p-value you compare with p_val.",
+        "Only a drop of accuracy is a reason to alarm: make the test one-sided (a model getting better is not "
+        "drift). Use the p_val argument as the level.",
+        "For example scipy.stats.fisher_exact on the 2x2 table [[right_ref, wrong_ref], [right_new, wrong_new]] "
+        "with alternative='greater'; return {'is_drift': int(p < p_val), 'p_val': p}.",
+    ),
+    time_limit=30,  # 1000+ calls of the student's code: in the grader each one is a round trip to the kernel
 )
 def performance_drift(answer, rng):
     expect_function(answer, "performance_drift", "two arrays of 0/1 (prediction correct or not) and p_val")
 
-    def run(accuracy_ref, accuracy_new, n_ref, n_new):
+    def run(accuracy_ref, accuracy_new, n_ref, n_new, level=LEVEL):
         ref = (rng.random(n_ref) < accuracy_ref).astype(int)
         new = (rng.random(n_new) < accuracy_new).astype(int)
-        call = f"performance_drift(<{n_ref} outcomes>, <{n_new} outcomes>, p_val={LEVEL})"
-        result = answer(ref, new, p_val=LEVEL)
+        shown = f"performance_drift(<{n_ref} outcomes>, <{n_new} outcomes>, p_val={level})"
+        result = call(answer, shown, ref, new, p_val=level)
         try:
             result = dict(result)
             is_drift = int(np.asarray(result["is_drift"]).item())
-            float(np.asarray(result["p_val"]).item())
+            p = float(np.asarray(result["p_val"]).item())
         except (TypeError, ValueError, KeyError):
-            raise Fail(f"{call} returned {safe_repr(result)}; return a dict {{'is_drift': 0 or 1, "
+            raise Fail(f"{shown} returned {safe_repr(result)}; return a dict {{'is_drift': 0 or 1, "
                        "'p_val': the test's p-value}.") from None
         if is_drift not in (0, 1):
-            raise Fail(f"{call}: 'is_drift' should be 0 or 1, not {is_drift}.")
+            raise Fail(f"{shown}: 'is_drift' should be 0 or 1, not {is_drift}.")
+        if not 0 <= p <= 1:
+            raise Fail(f"{shown} returned p_val={p:g}, which is not a p-value (those lie between 0 and 1); "
+                       "return the test's p-value, not its statistic.")
+        if (is_drift and p > level) or (not is_drift and p < level):
+            raise Fail(f"{shown} returned is_drift={is_drift} with p_val={p:.4g}: drift is flagged when the "
+                       f"p-value is below the level you are given, p_val={level}.")
         return is_drift
 
     def sizes():
@@ -206,8 +311,13 @@ def performance_drift(answer, rng):
     if caught / n_drop < 0.9:
         raise Fail(f"Your test caught {caught} of {n_drop} drops of accuracy by 15 points (at least 90% "
                    "expected).")
+    # Other levels: is_drift must follow the p_val given, not a level of the student's own.
+    for level in (0.01, 0.2):
+        for a in rng.uniform(0.8, 0.95, 40):
+            run(a, a - rng.uniform(0, 0.08), *sizes(), level=level)
     return (f"False alarms in {false_alarms / n_null:.1%} of {n_null} cases without change, "
-            f"{better / n_better:.1%} when accuracy improved, and {caught} of {n_drop} drops caught.")
+            f"{better / n_better:.1%} when accuracy improved, and {caught} of {n_drop} drops caught; is_drift "
+            "follows your p-value at the level given.")
 
 
 def _hidden_scenario(kind, rng, size):
@@ -220,9 +330,10 @@ def _hidden_scenario(kind, rng, size):
     if kind == "label":
         malignant = float(rng.choice([rng.uniform(0.72, 0.9), rng.uniform(0.03, 0.1)]))
         return drift_scenario("population", size, seed, malignant=malignant)
-    if kind == "concept":
+    if kind == "concept":  # balanced: the label share stays as drawn, so only a model's accuracy tells
         feature = str(rng.choice(["worst area", "worst radius", "mean perimeter", "worst concave points"]))
-        return drift_scenario("concept", size, seed, feature=feature, quantile=float(rng.uniform(0.45, 0.65)))
+        return drift_scenario("concept", size, seed, feature=feature, quantile=float(rng.uniform(0.45, 0.65)),
+                              balanced=True)
     return drift_scenario("none", size, seed)
 
 
@@ -230,25 +341,37 @@ def _hidden_scenario(kind, rng, size):
     "06.drift_type",
     points=3,
     title="Classify hidden scenarios by drift type",
-    hint="First test the inputs (your detector). If they drifted, test whether the share of each label changed "
-         "(label shift) or not (covariate shift). If they did not, test whether a model fitted on the reference "
-         "lost accuracy on the new labelled rows (concept drift).",
+    hints=(
+        "Each type changes something else: covariate shift the inputs, label shift the share of each label (and "
+        "so the inputs too), concept drift the relation between inputs and labels, with inputs and label shares "
+        "unchanged.",
+        "First test the inputs (your detector). If they drifted, test whether the share of each label changed "
+        "(label shift) or not (covariate shift). If they did not, test whether a model fitted on the reference "
+        "lost accuracy on the new labelled rows (concept drift).",
+        "A label share that did not move says nothing about concept drift: compare a model's accuracy on the new "
+        "rows with its cross-validated accuracy on the reference (performance_drift), at a strict level such as "
+        "0.01 for every test.",
+    ),
+    time_limit=30,  # 12 calls of the student's code, each fitting models
 )
 def drift_type(answer, rng):
     expect_function(answer, "drift_type", "x_ref, y_ref, x_new, y_new")
-    kinds = list(DRIFT_TYPES) * 2
+    kinds = list(DRIFT_TYPES) * 3  # every type three times: a type always missed fails, whatever the seed
     rng.shuffle(kinds)
     wrong = []
     for kind in kinds:
         reference = drift_scenario("none", 300, int(rng.integers(2**31)))
         scenario = _hidden_scenario(kind, rng, 300)
-        got = answer(reference.X.copy(), reference.y.copy(), scenario.X.copy(), scenario.y.copy())
+        got = call(answer, "drift_type(x_ref, y_ref, x_new, y_new)", reference.X.copy(), reference.y.copy(),
+                   scenario.X.copy(), scenario.y.copy())
         if not isinstance(got, str) or got not in DRIFT_TYPES:
             raise Fail(f"drift_type returned {safe_repr(got)}; return one of {', '.join(map(repr, DRIFT_TYPES))}.")
         if got != kind:
             wrong.append(f"{kind} taken for {got}")
     if len(wrong) > 1:
+        why = (" Concept drift here leaves the share of each label unchanged: only a model's accuracy shows it."
+               if any(w.startswith("concept") for w in wrong) else "")
         raise Fail(f"{len(kinds) - len(wrong)} of {len(kinds)} hidden scenarios classified right (at least "
-                   f"{len(kinds) - 1} expected). Mistakes: {'; '.join(wrong)}.")
+                   f"{len(kinds) - 1} expected). Mistakes: {'; '.join(wrong)}.{why}")
     extra = f" (one miss allowed for chance: {wrong[0]})" if wrong else ""
     return f"{len(kinds) - len(wrong)} of {len(kinds)} hidden scenarios classified right{extra}."

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
 from labkit.checks import (
-    Fail, expect_function, model_folder_repository, register, safe_repr, serve_for_check, server_error_reason,
+    Fail, call, expect_function, model_folder_repository, number, read_model_folder, register, safe_repr,
+    serve_for_check, server_error_reason,
 )
 from labkit.data import corrupt_rows, digit_outliers, load_digits
 
@@ -73,44 +71,71 @@ def _flags_and_scores(result, n: int, call: str):
     "07.mahalanobis",
     points=3,
     title="A Mahalanobis detector with a threshold for a target false positive rate",
-    hint="Fit the mean and the inverse covariance on X_ref, score X_ref itself, and set the threshold at the "
-         "(1 - fpr) quantile of those scores. Distances to correlated data need the inverse covariance, "
-         "not each feature's standard deviation.",
+    hints=(
+        "A row is unusual when it is far from the reference rows, measured in a way that accounts for how the "
+        "features vary together: the Mahalanobis distance uses the mean and the inverse covariance of X_ref.",
+        "Fit the mean and the inverse covariance on X_ref, score X_ref itself, and set the threshold at the "
+        "(1 - fpr) quantile of those scores: no formula that assumes Gaussian data.",
+        "Keep score(X) (one distance per row) and threshold as attributes, which later cells use; predict(X) "
+        "returns {'data': {'instance_score': score(X), 'is_outlier': score(X) > threshold}, 'meta': {}}.",
+    ),
 )
 def mahalanobis(answer, rng):
     expect_function(answer, "MahalanobisDetector", "reference rows and a false positive rate")
-    for _ in range(3):
+    for fpr in rng.choice([0.01, 0.02, 0.05, 0.1], size=3, replace=False):  # at least two rates other than 5 %
         d = int(rng.integers(8, 17))
-        fpr = float(rng.choice([0.01, 0.02, 0.05, 0.1]))
+        fpr = float(fpr)
         sample = _correlated_table(rng, d)
         reference, clean, outliers = sample(1500), sample(4000), corrupt_rows(sample(1000), "shuffle",
                                                                               int(rng.integers(2**32)))
-        call = f"MahalanobisDetector(<1500 rows of {d} features>, fpr={fpr})"
-        detector = answer(reference.copy(), fpr)
+        shown = f"MahalanobisDetector(<1500 rows of {d} features>, fpr={fpr})"
+        detector = call(answer, shown, reference.copy(), fpr)
         if not callable(getattr(detector, "predict", None)):
-            raise Fail(f"{call} returned {safe_repr(detector)}, which has no predict method; the class's "
+            raise Fail(f"{shown} returned {safe_repr(detector)}, which has no predict method; the class's "
                        "constructor fits the detector, and predict(X) returns the flags and scores.")
         clean_flags, clean_scores = _flags_and_scores(detector.predict(clean.copy()), len(clean),
-                                                      f"{call}.predict(<4000 rows>)")
+                                                      f"{shown}.predict(<4000 rows>)")
         out_flags, out_scores = _flags_and_scores(detector.predict(outliers.copy()), len(outliers),
-                                                  f"{call}.predict(<1000 rows>)")
+                                                  f"{shown}.predict(<1000 rows>)")
         rate = float(clean_flags.mean())
         # 4 standard deviations of the sampling error of a quantile-based threshold, on both samples
         tolerance = 4 * math.sqrt(fpr * (1 - fpr) * (1 / 1500 + 1 / 4000)) + 0.003
         if abs(rate - fpr) > tolerance:
-            raise Fail(f"{call} flags {rate:.1%} of 4000 new clean rows from the same source; a threshold "
+            raise Fail(f"{shown} flags {rate:.1%} of 4000 new clean rows from the same source; a threshold "
                        f"set for fpr={fpr} should flag about {fpr:.0%}. Set it from the scores of the "
                        "reference rows, not from a formula that assumes Gaussian data.")
         auc = _auc(clean_scores, out_scores)
         if auc < 0.9:
-            raise Fail(f"{call}: instance scores separate clean rows from rows stitched from other rows with "
+            raise Fail(f"{shown}: instance scores separate clean rows from rows stitched from other rows with "
                        f"ROC AUC {auc:.2f} only; the Mahalanobis distance reaches well above 0.9. Does your "
                        "score use the inverse covariance, so that correlations count?")
         recall = float(out_flags.mean())
         if recall < 0.5:
-            raise Fail(f"{call} flags only {recall:.0%} of rows stitched from other rows; use the full "
+            raise Fail(f"{shown} flags only {recall:.0%} of rows stitched from other rows; use the full "
                        "covariance of the features, not one feature at a time.")
-    return "Right false positive rate within sampling error, and outliers caught, on 3 hidden tables."
+        _expect_score_and_threshold(detector, outliers, out_scores, out_flags, shown)
+    return ("Right false positive rate within sampling error, and outliers caught, on 3 hidden tables and "
+            "rates; score() and threshold agree with predict().")
+
+
+def _expect_score_and_threshold(detector, rows, scores, flags, shown):
+    """Later cells of the lab call ``detector.score(X)`` and read ``detector.threshold``: both must exist and
+    agree with what ``predict`` returns."""
+    score = getattr(detector, "score", None)
+    if not callable(score):
+        raise Fail(f"{shown} has no score method; keep score(X), the distance of each row, as a method: the "
+                   "lab's next cells use it.")
+    again = _scores(call(score, f"{shown}.score(X)", rows.copy()), len(rows), f"{shown}.score(<{len(rows)} rows>)")
+    if not np.allclose(again, scores, rtol=1e-6, atol=1e-9):
+        raise Fail(f"{shown}.score(X) differs from predict(X)['data']['instance_score'] for the same rows.")
+    try:
+        threshold = number(detector.threshold, f"{shown}.threshold")
+    except AttributeError:
+        raise Fail(f"{shown} has no threshold attribute; keep the threshold as detector.threshold: the lab's next "
+                   "cells use it.") from None
+    if not math.isfinite(threshold) or (flags != (scores > threshold)).sum() > 0.002 * len(rows):
+        raise Fail(f"{shown}.predict flags other rows than those whose score is above {shown}.threshold "
+                   f"({threshold:g}); a row is an outlier when its score is above the threshold.")
 
 
 # -- exercise 2: the VAE's outlier score ----------------------------------------------------------
@@ -118,25 +143,61 @@ def mahalanobis(answer, rng):
 AUC_FLOORS = {"noise": 0.85, "mask": 0.85, "photo": 0.9}
 
 
+def _vae_and_score(answer):
+    """The student's ``(outlier_score, vae)``: the score function and the model it should use."""
+    try:
+        score, vae = answer
+    except (TypeError, ValueError):
+        raise Fail(f"Pass your score function and the VAE it uses: check(\"07.vae_score\", (outlier_score, vae)), "
+                   f"not {safe_repr(answer)}.") from None
+    expect_function(score, "outlier_score", "rows of 64 pixels")
+    try:
+        encoder, decoder = vae.encoder, vae.decoder
+    except AttributeError:
+        raise Fail(f"The second item should be the trained VAE, whose .encoder and .decoder the score uses; got "
+                   f"{safe_repr(vae)}.") from None
+    return score, encoder, decoder
+
+
+def _reconstruction_error(encoder, decoder, rows: np.ndarray) -> np.ndarray:
+    """The score the exercise asks for, from the student's own VAE: decode the mean code, no sampling."""
+    codes = call(encoder.predict, "vae.encoder.predict(rows)", rows, verbose=0)
+    try:
+        z_mean = np.asarray(codes[0], dtype=np.float32)
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise Fail("vae.encoder should return the code's mean and log-variance, as the lab's encoder does.") from None
+    rebuilt = np.asarray(call(decoder.predict, "vae.decoder.predict(z_mean)", z_mean, verbose=0), dtype=np.float64)
+    if rebuilt.shape != rows.shape:
+        raise Fail(f"vae.decoder returned images of shape {rebuilt.shape} for {rows.shape[0]} codes; it should "
+                   "rebuild rows of 64 pixels.")
+    return ((rows - rebuilt) ** 2).mean(axis=1)
+
+
 @register(
     "07.vae_score",
     points=3,
     title="An outlier score from the variational autoencoder",
-    hint="Encode the rows, decode the mean of the latent code (no sampling, so the score is repeatable) and "
-         "return the mean squared difference between each row and its reconstruction.",
+    hints=(
+        "The score of a row is how badly the VAE rebuilds it: compare each row with its own reconstruction, so "
+        "that higher means more unusual.",
+        "Rebuild from the mean of the code (reconstruct above does: encoder, then decoder on z_mean), not from a "
+        "random sample of it, so that the same rows always get the same scores.",
+        "Take the squared difference between the rows and reconstruct(rows), then its mean along the pixels "
+        "(axis=1): one number per row. The check compares it with your VAE's own reconstruction error.",
+    ),
 )
 def vae_score(answer, rng):
-    expect_function(answer, "outlier_score", "rows of 64 pixels")
+    score, encoder, decoder = _vae_and_score(answer)
     test = load_digits("test").X
     clean = test[rng.choice(len(test), size=300, replace=False)]
-    results = []
+    results, ratios = [], []
     for kind, floor in AUC_FLOORS.items():
         outliers = digit_outliers(kind, 200, int(rng.integers(2**32))).reshape(200, 64)
         rows = np.concatenate([clean, outliers])
         order = rng.permutation(len(rows))
-        call = f"outlier_score(<{len(rows)} rows of 64 pixels>)"
+        shown = f"outlier_score(<{len(rows)} rows of 64 pixels>)"
         scores = np.empty(len(rows))
-        scores[order] = _scores(answer(rows[order].copy()), len(rows), call)
+        scores[order] = _scores(call(score, shown, rows[order].copy()), len(rows), shown)
         auc = _auc(scores[: len(clean)], scores[len(clean) :])
         if auc < floor:
             raise Fail(f"Your scores separate hidden clean test digits from '{kind}' outliers with ROC AUC "
@@ -144,11 +205,21 @@ def vae_score(answer, rng):
                        "mean more unusual; is the model trained, and do you compare each row with its own "
                        "reconstruction?")
         results.append(f"{kind} {auc:.2f}")
-    again = _scores(answer(clean[:50].copy()), 50, "outlier_score(<50 rows>)")
+        ratios.append(scores / np.maximum(_reconstruction_error(encoder, decoder, rows.astype(np.float32)), 1e-12))
+    again = _scores(call(score, "outlier_score(<50 rows>)", clean[:50].copy()), 50, "outlier_score(<50 rows>)")
     if not np.allclose(again, scores[:50], rtol=1e-4, atol=1e-6):
         raise Fail("outlier_score gives different scores for the same rows on a second call; decode the "
                    "latent mean instead of a random sample, so that a threshold means the same every time.")
-    return f"ROC AUC on hidden clean digits against hidden outliers: {', '.join(results)}."
+    # The score must be the VAE's own reconstruction error (a sum over pixels instead of a mean is the same
+    # score on another scale); any other score that separates outliers well is another detector.
+    ratios = np.concatenate(ratios)
+    scale = float(np.median(ratios))
+    if not scale > 0 or np.abs(ratios - scale).max() > 2e-3 * scale:
+        raise Fail("Your scores are not your VAE's reconstruction error: for some rows they differ from the mean "
+                   "squared difference between the row and the decoder's image of its mean code. Use the VAE "
+                   "(reconstruct above), squared differences, and no random sampling.")
+    return f"Your VAE's reconstruction error; ROC AUC on hidden clean digits against hidden outliers: " \
+           f"{', '.join(results)}."
 
 
 # -- exercise 3: the cheapest threshold -----------------------------------------------------------
@@ -164,8 +235,16 @@ def _expected_cost(threshold, clean, outliers, cost_alarm, cost_miss, outlier_ra
     "07.best_threshold",
     points=2,
     title="The threshold with the lowest expected cost",
-    hint="Try every score as a threshold (and one below all of them); for each, the cost per row is "
-         "(1 - outlier_rate) × FPR × cost_alarm + outlier_rate × (1 - recall) × cost_miss. Keep the cheapest.",
+    hints=(
+        "Only the scores themselves change which rows are flagged, so the cheapest threshold is one of them, or "
+        "one below all of them (flag everything).",
+        "For each candidate t: FPR = share of clean scores above t, 1 - recall = share of outlier scores at or "
+        "below t; the cost per row is (1 - outlier_rate) × FPR × cost_alarm + outlier_rate × (1 - recall) × "
+        "cost_miss. Keep the cheapest.",
+        "Every argument counts: the outlier_rate weighs the two kinds of mistake, so a fixed percentile of the "
+        "clean scores is right only by luck. np.searchsorted on the sorted scores counts rows at or below each "
+        "candidate at once.",
+    ),
 )
 def best_threshold(answer, rng):
     expect_function(answer, "best_threshold", "clean scores, outlier scores and the costs")
@@ -174,20 +253,17 @@ def best_threshold(answer, rng):
         outliers = rng.gamma(float(rng.uniform(2, 6)), float(rng.uniform(1, 2)), size=int(rng.integers(30, 500)))
         cost_alarm, cost_miss = float(rng.uniform(0.5, 5)), float(rng.uniform(5, 200))
         outlier_rate = float(rng.choice([0.001, 0.01, 0.05, 0.2]))
-        call = (f"best_threshold(<{len(clean)} clean scores>, <{len(outliers)} outlier scores>, "
+        shown = (f"best_threshold(<{len(clean)} clean scores>, <{len(outliers)} outlier scores>, "
                 f"cost_alarm={cost_alarm:.2f}, cost_miss={cost_miss:.1f}, outlier_rate={outlier_rate})")
-        got = answer(clean.copy(), outliers.copy(), cost_alarm, cost_miss, outlier_rate)
-        try:
-            threshold = float(got)
-        except (TypeError, ValueError):
-            raise Fail(f"{call} returned {safe_repr(got)}, not a number.") from None
+        got = call(answer, shown, clean.copy(), outliers.copy(), cost_alarm, cost_miss, outlier_rate)
+        threshold = number(got, f"The result of {shown}")
         if math.isnan(threshold):
-            raise Fail(f"{call} returned NaN; return a threshold.")
+            raise Fail(f"{shown} returned NaN; return a threshold.")
         candidates = np.concatenate([[-np.inf], clean, outliers])
         best = min(_expected_cost(t, clean, outliers, cost_alarm, cost_miss, outlier_rate) for t in candidates)
         cost = _expected_cost(threshold, clean, outliers, cost_alarm, cost_miss, outlier_rate)
         if cost > best * (1 + 1e-9) + 1e-12:
-            raise Fail(f"{call}: your threshold costs {cost:.4g} per row on these scores, but another "
+            raise Fail(f"{shown}: your threshold costs {cost:.4g} per row on these scores, but another "
                        f"threshold costs {1 - best / cost:.0%} less. A row is "
                        "flagged when its score is above the threshold.")
     return "The cheapest threshold on 6 hidden score distributions and cost settings."
@@ -200,29 +276,22 @@ def best_threshold(answer, rng):
     "07.runtime",
     points=3,
     title="A served classifier that flags outliers",
-    hint="The folder needs outlier_guard.py, classifier.joblib, autoencoder.npz and a model-settings.json whose "
-         "implementation is outlier_guard.OutlierGuard and whose parameters.extra.threshold is the threshold "
-         "you set on clean scores.",
+    hints=(
+        "MLServer imports a custom runtime from the model's folder: the folder holds the runtime's code, the "
+        "artefacts it loads and model-settings.json.",
+        "The folder needs outlier_guard.py, classifier.joblib, autoencoder.npz and a model-settings.json whose "
+        "implementation is outlier_guard.OutlierGuard and whose parameters.extra.threshold is the threshold "
+        "you set on clean scores.",
+        "The threshold is the 95th percentile of the scores of clean digits the VAE was not trained on (the "
+        "calibration half): not a round number, and not a percentile of the outliers' scores.",
+    ),
     time_limit=30,  # it starts an MLServer, 3 s on a quiet laptop, far more on a busy one
 )
 def runtime(answer, rng):
     from labkit.client import Client, InferenceServerError
 
-    if not isinstance(answer, str | os.PathLike):
-        raise Fail(f"Pass the model folder's path as a string, not {safe_repr(answer)}.")
-    try:
-        folder = Path(answer).resolve()
-        settings_path = folder / "model-settings.json"
-        found = settings_path.is_file()
-    except (OSError, ValueError):
-        found = False
-    if not found:
-        raise Fail(f"{safe_repr(str(answer))} is not a model folder: it should contain model-settings.json.")
-    try:
-        settings = json.loads(settings_path.read_text())
-        name = str(settings.get("name") or folder.name)
-    except (OSError, ValueError, AttributeError) as e:
-        raise Fail(f"{settings_path} is not a valid JSON object: {e}") from None
+    folder, settings = read_model_folder(answer)
+    name = str(settings.get("name") or folder.name)
 
     test = load_digits("test")
     chosen = rng.choice(len(test), size=120, replace=False)
