@@ -137,7 +137,9 @@ def pgd(answer, rng):
 
 # -- exercise 3: the adversarial score ---------------------------------------------------------------
 
-SCORE_FLOOR = 0.75  # the lab's small KL autoencoder reaches 0.85-0.95 on these attacks
+# ROC AUC each attack needs: the lab's KL autoencoder reaches 0.93-0.97 on FGSM and PGD (a plain autoencoder's
+# reconstruction error about 0.65) and 0.74-0.86 on confident mistakes (the classifier's uncertainty about 0.5)
+SCORE_FLOORS = {"FGSM": 0.8, "PGD": 0.8, "confident PGD": 0.65}
 
 
 def _scores(value, n: int, call: str) -> np.ndarray:
@@ -176,7 +178,7 @@ def _attacks(predict_proba, x: np.ndarray, y: np.ndarray, rng: np.random.Generat
     target = (y + rng.integers(1, n_classes, size=len(y))) % n_classes
     attacks = {"FGSM": lambda: reference_fgsm(gradient, x, y, 0.1),
                "PGD": lambda: reference_pgd(gradient, x, y, 0.1, 0.025, 8, rng),
-               "confident PGD": lambda: reference_pgd(gradient, x, y, 0.25, 0.05, 12, rng, target=target)}
+               "confident PGD": lambda: reference_pgd(gradient, x, y, 0.3, 0.05, 20, rng, target=target)}
     for name, attack in attacks.items():
         adv = attack()
         predicted = _probabilities(predict_proba, adv, "predict_proba(<images>)").argmax(axis=1)
@@ -214,12 +216,12 @@ def adversarial_score(answer, rng):
             continue  # the classifier resisted this attack; nothing to detect
         attacked = _scores(score(adv.astype(np.float32)), len(adv), call)
         auc = _auc(clean, attacked)
-        if auc < SCORE_FLOOR:
+        if auc < SCORE_FLOORS[name]:
             hint = (" Confident mistakes look like clean inputs to the classifier's confidence: the score must "
                     "compare predictions on the input and on its reconstruction.") if name == "confident PGD" else ""
             raise Fail(f"Your scores separate hidden clean digits from {len(adv)} hidden {name} adversarial "
                        f"examples with ROC AUC {auc:.2f}; the KL score of a trained autoencoder reaches at least "
-                       f"{SCORE_FLOOR}. Higher scores must mean more likely adversarial.{hint}")
+                       f"{SCORE_FLOORS[name]}. Higher scores must mean more likely adversarial.{hint}")
         results.append(f"{name} {auc:.2f}")
     if not results:
         raise Fail("The classifier resisted every hidden attack, so there was nothing to detect: pass the lab's "

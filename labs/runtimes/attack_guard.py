@@ -85,6 +85,11 @@ class AttackGuard(MLModel):
         else:
             self._threshold = float(extra["threshold"])
         self._n_pixels = self._classifier[0][0].shape[0]
+        if self._autoencoder is not None and (self._autoencoder[0][0].shape[0], self._autoencoder[-1][0].shape[1]) != (
+                self._n_pixels, self._n_pixels):
+            raise ValueError(f"detector.npz must map {self._n_pixels} pixels to {self._n_pixels} (an image to its "
+                             f"reconstruction), not {self._autoencoder[0][0].shape[0]} to "
+                             f"{self._autoencoder[-1][0].shape[1]}: save the encoder and the decoder together")
         stateful = extra.get("stateful")
         self._stateful = None
         if stateful:
