@@ -15,6 +15,10 @@ from labkit.checks import (
 )
 from labkit.data import load_digits
 
+# The hidden models are tf.keras models. Import TensorFlow with the checks (the grader loads them before it runs
+# any student code), never inside a check's time limit: an import cut short leaves tf_keras half-initialised.
+import tensorflow  # noqa: E402, F401, I001
+
 
 def _hidden_model(rng: np.random.Generator):
     """A hidden classifier of 64 pixels (tf.keras, Dense layers only) and the same network in numpy."""
