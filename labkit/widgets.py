@@ -164,3 +164,70 @@ def drift_explorer(detect, x_ref, x_pool, feature_names=None, *, feature: int = 
     box = widgets.VBox([widgets.HBox([choose, size]), widgets.HBox([shift, scale]), readout, plot])
     box.feature, box.shift, box.scale, box.window, box.readout = choose, shift, scale, size, readout
     return box
+
+
+def attack_explorer(images, labels, attack, predict_proba, *, score=None, threshold: float | None = None,
+                    epsilons=None):
+    """A slider over an attack's budget ε: the attacked images, the classifier's answers and a detector's score.
+
+    ``attack(images, labels, epsilon)`` returns the attacked images (rows of 64 pixels, 8x8), ``predict_proba``
+    class probabilities, and ``score`` (optional) a detector's score per row, drawn against ``threshold``. The
+    attack runs once per ε of ``epsilons`` (default 0 to 0.3 in steps of 0.02) when the widget is built, so the
+    slider moves at once. Returns the widget; its ``.slider`` and ``.readout`` are exposed for tests.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images, dtype=np.float32)
+    labels = np.asarray(labels)
+    if images.ndim != 2 or len(images) != len(labels) or len(images) == 0:
+        raise ValueError("attack_explorer needs rows of pixels and one label per row")
+    epsilons = np.round(np.arange(0, 0.301, 0.02) if epsilons is None else np.asarray(epsilons, dtype=float), 4)
+    attacked = {float(e): np.asarray(attack(images.copy(), labels.copy(), float(e)), dtype=np.float32)
+                for e in epsilons}
+    side = int(round(np.sqrt(images.shape[1])))
+    slider = widgets.SelectionSlider(options=[(f"{e:.2f}", float(e)) for e in epsilons], value=float(epsilons[0]),
+                                     description="budget ε")
+    slider.layout.width = "60%"
+    readout = widgets.HTML()
+    plot = widgets.Output()
+
+    def redraw(change=None):
+        rows = attacked[slider.value]
+        proba = np.asarray(predict_proba(rows))
+        predicted = proba.argmax(axis=1)
+        scores = None if score is None else np.asarray(score(rows), dtype=float).ravel()
+        text = f"ε = {slider.value:.2f}: <b>{int((predicted != labels).sum())} of {len(labels)}</b> images misread"
+        if scores is not None and threshold is not None:
+            text += f"; <b>{int((scores > threshold).sum())}</b> flagged by the detector"
+        readout.value = text
+        with plot:
+            plot.clear_output(wait=True)
+            n = len(images)
+            fig, axes = plt.subplots(3 if scores is not None else 2, n, figsize=(1.3 * n, 4.6 if scores is not None
+                                                                                    else 3.0), squeeze=False)
+            for j in range(n):
+                for i, (image, title) in enumerate([(images[j], f"true {labels[j]}"),
+                                                    (rows[j], f"{predicted[j]} ({proba[j].max():.0%})")]):
+                    ax = axes[i, j]
+                    ax.imshow(image.reshape(side, side), cmap="gray_r", vmin=0, vmax=1)
+                    ax.set_title(title, fontsize=8, color="#c62828" if i and predicted[j] != labels[j] else "black")
+                    ax.set_xticks([]), ax.set_yticks([])
+            if scores is not None:
+                gs = axes[2, 0].get_gridspec()
+                for ax in axes[2]:
+                    ax.remove()
+                bars = fig.add_subplot(gs[2, :])
+                bars.bar(range(n), scores, color=["#c62828" if threshold is not None and s > threshold else "#90a4ae"
+                                                  for s in scores])
+                if threshold is not None:
+                    bars.axhline(threshold, color="black", linestyle="--")
+                bars.set(xticks=range(n), ylabel="score", xlim=(-0.5, n - 0.5))
+            fig.tight_layout()
+            plt.show()
+
+    slider.observe(redraw, names="value")
+    redraw()
+    box = widgets.VBox([slider, readout, plot])
+    box.slider, box.readout = slider, readout
+    return box
