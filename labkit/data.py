@@ -305,10 +305,12 @@ def drift_scenario(kind: str = "none", size: int = 200, seed: int = 0, *, noise:
     elif kind == "concept":
         column = _column(names, params["feature"])
         cut = np.quantile(population[labels == 1, column], params["quantile"])
-        relabelled = (y == 1) & (X[:, column] > cut)
+        relabelled = np.flatnonzero((y == 1) & (X[:, column] > cut))
         if params["balanced"]:  # as many malignant tumours, the smallest ones, become benign
             malignant = np.flatnonzero(y == 0)
-            y[malignant[np.argsort(X[malignant, column])[: relabelled.sum()]]] = 1
+            # never more than there are malignant tumours to swap: then the largest benign ones only
+            relabelled = relabelled[np.argsort(-X[relabelled, column])[: len(malignant)]]
+            y[malignant[np.argsort(X[malignant, column])[: len(relabelled)]]] = 1
         y[relabelled] = 0
 
     shown = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}

@@ -72,6 +72,10 @@ SETTINGS_MISTAKES = {
     "the lab's artefact": (settings_with(uri="./model.joblib"), "parameters.uri"),
     "the runtime's module only": (settings_with(implementation="mlserver_sklearn"), "implementation"),
     "no outputs": (settings_with(outputs=[]), "'predict'"),
+    "predict shaped like the input": (settings_with(outputs=lambda name, n, uri: [
+        {"name": "predict", "datatype": "INT64", "shape": [-1, n]}]), "'predict'"),
+    "predict as floats": (settings_with(outputs=[{"name": "predict", "datatype": "FP64", "shape": [-1, 1]}]),
+                          "'predict'"),
 }
 
 

@@ -60,9 +60,9 @@ def model_settings(answer, rng):
         if "predict" not in outputs:
             raise Fail(f"{shown} should declare the runtime's default output, 'predict'.")
         predict = outputs["predict"]
-        if predict.datatype != "INT64" or not predict.shape or predict.shape[0] != -1:
-            raise Fail(f"'predict' returns one INT64 class index per row: datatype INT64 and a first "
-                       f"dimension of -1 (got {predict.datatype}, {predict.shape}).")
+        if predict.datatype != "INT64" or list(predict.shape or []) not in ([-1], [-1, 1]):
+            raise Fail(f"'predict' returns one INT64 class index per row: datatype INT64 and shape [-1, 1] "
+                       f"(got {predict.datatype}, {predict.shape}).")
     return "MLServer accepts your settings for 6 hidden models, with the right inputs and outputs."
 
 
