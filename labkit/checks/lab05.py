@@ -39,6 +39,18 @@ def _array(value, shape: tuple, call: str, what: str) -> np.ndarray:
     return array
 
 
+def _base_value(value, n: int, call: str) -> float:
+    """One base value: a number, or the same number once per row (as ``Explanation.base_values`` holds it)."""
+    try:
+        array = np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise Fail(f"{call}: 'base_value' should be a number, not {safe_repr(value)}.") from None
+    if array.size not in (1, n) or not np.isfinite(array).all() or np.ptp(array) > 1e-9:
+        raise Fail(f"{call}: 'base_value' should be one number, the explainer's expected value (got "
+                   f"{safe_repr(value)}).")
+    return float(array[0])
+
+
 def _hidden_table(rng, n_train: int, n_rows: int):
     """Hidden rows and features of the breast cancer data: training rows, other rows to explain, names."""
     data = load_breast_cancer()
@@ -91,7 +103,7 @@ def linear_shap(answer, rng):
         except (TypeError, ValueError, KeyError):
             raise Fail(f"{call} returned {safe_repr(got)}; return a dict with 'base_value' (a number), "
                        "'shap_values' (rows × features) and 'log_odds' (one per row).") from None
-        base_value = _array(base_value, (), call, "'base_value'")
+        base_value = _base_value(base_value, n, call)
         values = _array(values, (n, d), call, "'shap_values'")
         log_odds = _array(log_odds, (n,), call, "'log_odds'")
         true_base, true_values, true_log_odds = _linear_truth(X_train, y_train, rows)
@@ -223,11 +235,12 @@ def _bad_requests(n_features, max_rows, rng):
     hint="Build the explainer once: shap.TreeExplainer(model, background, feature_perturbation='interventional', "
          "model_output='probability'). In _explain, keep class 1's values and base value when the explainer "
          "returns one set per class (random forests), and return one base value per row.",
-    time_limit=30,  # it starts an MLServer with two models, 4 s on a quiet laptop, far more on a busy one
+    time_limit=45,  # an MLServer that imports shap, 3 models: 5 s on a quiet laptop, far more on a busy one
 )
 def runtime(answer, rng):
     import shutil
 
+    import httpx
     import joblib
     import shap
 
@@ -254,7 +267,7 @@ def runtime(answer, rng):
         explainers[hidden_name] = shap.TreeExplainer(model, background, feature_perturbation="interventional",
                                                      model_output="probability")
 
-    with serve_for_check(repository, timeout=12) as server:
+    with serve_for_check(repository, timeout=25) as server:
         clients = {}
         try:
             clients = {"rest": Client(server, "rest", timeout=8), "grpc": Client(server, "grpc", timeout=8)}
@@ -281,6 +294,10 @@ def runtime(answer, rng):
                         raise Fail(f"A request with {what} got {e.status}: {e.reason[:300]}; expected 400 with a "
                                    "message that says what was wrong.") from None
                     refused.append(what)
+                except httpx.TransportError:
+                    raise Fail(f"A request with {what} got no answer: the server closed the connection, as when the "
+                               "runtime crashes its process. Refuse it with a 400 before it reaches the "
+                               "explainer.") from None
                 else:
                     raise Fail(f"A request with {what} was answered; refuse it with a 400.")
             if not clients["rest"].model_ready("hidden-boosting"):
@@ -295,12 +312,17 @@ def runtime(answer, rng):
 
 def _explained_rows(client, name, model, explainer, rows, call):
     """A Fail unless the served model explains ``rows`` exactly, additively, beside the right probabilities."""
+    import httpx
+
     from labkit.client import InferenceServerError
 
     try:
         got = client.predict(name, rows)
     except InferenceServerError as e:
         raise Fail(f"{call} was refused with {e.status}: {e.reason[:300]}") from None
+    except httpx.TransportError:
+        raise Fail(f"{call} got no answer: the server closed the connection, as when the runtime crashes its "
+                   "process.") from None
     missing = {"probabilities", "shap_values", "base_value"} - set(got)
     if missing:
         raise Fail(f"{call}: the response lacks the outputs {sorted(missing)}.")
