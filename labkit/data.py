@@ -68,6 +68,20 @@ def load_breast_cancer(folder: Path | None = None) -> Dataset:
     return Dataset(X=frame, y=y.astype(int), target_names=target_names, card=card)
 
 
+def load_adult(folder: Path | None = None) -> Dataset:
+    """UCI Adult census income, a documented 5,000-row subset: 13 columns, income above $50K or not.
+
+    ``X`` keeps the census's columns, numbers as integers and categories as strings (``sex`` and ``race``
+    included: they are the sensitive attributes of a fairness audit); ``y`` is 1 for ``>50K``.
+    """
+    folder = folder or datasets_dir()
+    frame = pd.read_csv(verified_path("adult.csv", folder))
+    target_names = ["<=50K", ">50K"]
+    y = frame.pop("income").map({n: i for i, n in enumerate(target_names)}).rename("target")
+    card = (folder / "adult.md").read_text() if (folder / "adult.md").exists() else ""
+    return Dataset(X=frame, y=y.astype(int), target_names=target_names, card=card)
+
+
 # -- Lab 07: digits and seeded outliers ------------------------------------------------------------
 # The 8x8 digits ship with scikit-learn (no download). Digits 0-7 are the "known" classes a model is
 # trained on; 8 and 9 are held out as novel classes. Every perturbation is seeded, so a lab's numbers

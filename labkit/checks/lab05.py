@@ -1,0 +1,399 @@
+"""Checks of lab 05, "Explain and audit".
+
+The hidden models are trained by the check on hidden rows and features of the course's data, with the recipe
+the exercise states: a model cannot cross from the grader to a student's kernel, but its training data can, so
+the student's code trains the same model and the check compares what it says about hidden rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from labkit.checks import (
+    Fail, NotAttempted, expect_function, model_folder_repository, register, safe_repr, serve_for_check,
+    server_error_reason,
+)
+from labkit.data import load_breast_cancer
+
+PLACEHOLDER = 'raise NotImplementedError("Replace this line with your code")'
+TREE_RECIPE = {"n_estimators": 50, "max_depth": 2, "random_state": 0}  # exercise 2's model, as the lab states it
+
+
+def _array(value, shape: tuple, call: str, what: str) -> np.ndarray:
+    """``value`` as a finite float array of ``shape``, or a ``Fail`` that says what came back."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise Fail(f"{call}: {what} should be numbers, not {safe_repr(value)}.") from None
+    if array.size == math.prod(shape) and array.shape != shape and array.squeeze().shape == tuple(
+            s for s in shape if s != 1):
+        array = array.reshape(shape)  # (n, 1) for (n,) and the like
+    if array.shape != shape:
+        raise Fail(f"{call}: {what} has shape {array.shape}; expected {shape}.")
+    if not np.isfinite(array).all():
+        raise Fail(f"{call}: {what} contains NaN or infinity.")
+    return array
+
+
+def _base_value(value, n: int, call: str) -> float:
+    """One base value: a number, or the same number once per row (as ``Explanation.base_values`` holds it)."""
+    try:
+        array = np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise Fail(f"{call}: 'base_value' should be a number, not {safe_repr(value)}.") from None
+    if array.size not in (1, n) or not np.isfinite(array).all() or np.ptp(array) > 1e-9:
+        raise Fail(f"{call}: 'base_value' should be one number, the explainer's expected value (got "
+                   f"{safe_repr(value)}).")
+    return float(array[0])
+
+
+def _hidden_table(rng, n_train: int, n_rows: int):
+    """Hidden rows and features of the breast cancer data: training rows, other rows to explain, names."""
+    data = load_breast_cancer()
+    d = int(rng.integers(6, 16))
+    columns = np.sort(rng.choice(data.X.shape[1], size=d, replace=False))
+    order = rng.permutation(len(data.y))
+    X = data.X.to_numpy()[:, columns]
+    y = data.y.to_numpy()
+    train, rest = order[:n_train], order[n_train:]
+    rows = X[rng.choice(rest, size=n_rows, replace=False)] * rng.normal(1, 0.02, size=(n_rows, d))
+    return X[train], y[train], rows, [str(c) for c in data.X.columns[columns]]
+
+
+# -- exercise 1: exact SHAP values of lab 01's pipeline -----------------------------------------------------
+
+
+def _linear_truth(X_train, y_train, rows):
+    """Lab 01's pipeline trained on the hidden rows, and its exact SHAP values in log-odds against the whole
+    training set (for a linear model on independent features: coefficient times distance to the mean)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X_train, y_train)
+    scaler, linear = model[0], model[-1]
+    background = scaler.transform(X_train).mean(axis=0)
+    values = linear.coef_[0] * (scaler.transform(rows) - background)
+    base = float(linear.intercept_[0] + linear.coef_[0] @ background)
+    return base, values, model.decision_function(rows)
+
+
+@register(
+    "05.linear_shap",
+    points=2,
+    title="Exact SHAP values of lab 01's pipeline, and additivity",
+    hint="Fit the pipeline, then shap.LinearExplainer(pipeline[-1], shap.maskers.Independent(Z, max_samples="
+         "len(Z))) with Z the scaled training rows; explain the scaled rows. The output explained is the "
+         "pipeline's decision_function (log-odds), and base value plus each row's values must equal it.",
+)
+def linear_shap(answer, rng):
+    expect_function(answer, "explain_linear", "training rows, their labels and the rows to explain")
+    for _ in range(3):
+        X_train, y_train, rows, _ = _hidden_table(rng, int(rng.integers(180, 360)), int(rng.integers(4, 16)))
+        n, d = rows.shape
+        call = f"explain_linear(<{len(X_train)} training rows of {d} features>, y_train, <{n} rows>)"
+        got = answer(X_train.copy(), y_train.copy(), rows.copy())
+        try:
+            got = dict(got)
+            base_value, values, log_odds = got["base_value"], got["shap_values"], got["log_odds"]
+        except (TypeError, ValueError, KeyError):
+            raise Fail(f"{call} returned {safe_repr(got)}; return a dict with 'base_value' (a number), "
+                       "'shap_values' (rows × features) and 'log_odds' (one per row).") from None
+        base_value = _base_value(base_value, n, call)
+        values = _array(values, (n, d), call, "'shap_values'")
+        log_odds = _array(log_odds, (n,), call, "'log_odds'")
+        true_base, true_values, true_log_odds = _linear_truth(X_train, y_train, rows)
+        if not np.allclose(log_odds, true_log_odds, rtol=0, atol=1e-6):
+            hint = (" They look like probabilities: LinearExplainer explains the log-odds." if
+                    np.all((log_odds >= 0) & (log_odds <= 1)) else "")
+            raise Fail(f"{call}: 'log_odds' are not the pipeline's decision_function on the rows.{hint}")
+        gap = float(np.abs(base_value + values.sum(axis=1) - log_odds).max())
+        if gap > 1e-6:
+            raise Fail(f"{call}: base value plus each row's SHAP values misses its log-odds by up to {gap:.3g}; "
+                       "SHAP values are additive, so this says they are not the explainer's (or not of these "
+                       "rows, or not of this model).")
+        if abs(float(base_value) - true_base) > 1e-6 or not np.allclose(values, true_values, rtol=0, atol=1e-6):
+            raise Fail(f"{call}: the values add up, but they are not the exact SHAP values against the whole "
+                       "training set (off by up to "
+                       f"{float(np.abs(values - true_values).max()):.3g}). Is every training row in the "
+                       "background (max_samples), and are the rows scaled as the model sees them?")
+    return "Exact values and base values for 3 hidden models and their hidden rows; they add up to the log-odds."
+
+
+# -- exercise 2: rank the features of a hidden model -------------------------------------------------------
+
+
+def _tree_ranking(X_train, y_train, rows):
+    import shap
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    model = GradientBoostingClassifier(**TREE_RECIPE).fit(X_train, y_train)
+    return np.abs(shap.TreeExplainer(model)(rows).values).mean(axis=0)
+
+
+@register(
+    "05.top_features",
+    points=2,
+    title="Rank features by mean |SHAP| for a hidden model",
+    hint="Train GradientBoostingClassifier(n_estimators=50, max_depth=2, random_state=0), explain the rows with "
+         "shap.TreeExplainer(model), average the absolute values over the rows, and sort the names by that, "
+         "largest first.",
+)
+def top_features(answer, rng):
+    expect_function(answer, "rank_features", "training rows, their labels, rows to explain and feature names")
+    k = 5
+    for _ in range(3):
+        X_train, y_train, rows, names = _hidden_table(rng, int(rng.integers(200, 400)), int(rng.integers(60, 120)))
+        call = f"rank_features(<{len(X_train)} rows of {len(names)} features>, y_train, <{len(rows)} rows>, names)"
+        got = answer(X_train.copy(), y_train.copy(), rows.copy(), list(names))
+        if isinstance(got, str) or not hasattr(got, "__iter__"):
+            raise Fail(f"{call} returned {safe_repr(got)}; return the list of feature names, most important first.")
+        got = [str(name) for name in got]
+        if sorted(got) != sorted(names):
+            raise Fail(f"{call} should return each of the {len(names)} feature names once (got {len(got)} names, "
+                       f"such as {safe_repr(got[:3])}).")
+        importance = dict(zip(names, _tree_ranking(X_train, y_train, rows), strict=True))
+        expected = sorted(names, key=importance.get, reverse=True)
+        for place in range(k):  # the top k in order; a swap of two (nearly) tied features is no mistake
+            if abs(importance[got[place]] - importance[expected[place]]) > 1e-9 * max(importance.values()):
+                raise Fail(f"{call}: place {place + 1} should hold {expected[place]!r} (mean |SHAP| "
+                           f"{importance[expected[place]]:.3g}), not {got[place]!r} "
+                           f"({importance[got[place]]:.3g}). Rank by the mean of the absolute values.")
+    return f"The top {k} features of 3 hidden models, in the order of their mean |SHAP| on hidden rows."
+
+
+# -- exercise 3: the explainer runtime --------------------------------------------------------------------------
+
+
+def _runtime_folder(answer):
+    """(folder, name, module file) of the student's model folder, or a Fail / NotAttempted."""
+    if not isinstance(answer, str):
+        raise Fail(f"Pass the path of your model folder as a string, not {safe_repr(answer)}.")
+    folder = Path(answer).resolve()
+    try:
+        settings = json.loads((folder / "model-settings.json").read_text())
+        module, _, _ = str(settings["implementation"]).rpartition(".")
+        name = str(settings.get("name") or folder.name)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise Fail(f"There is no readable model-settings.json with an implementation in {answer!r}; run the "
+                   "cell that builds the model folder.") from None
+    source = folder / f"{module}.py"
+    if not source.is_file():
+        raise Fail(f"The runtime module {module}.py is not in the model folder; copy it there.")
+    if PLACEHOLDER in source.read_text(errors="replace"):
+        raise NotAttempted("Your runtime still raises NotImplementedError: write _build_explainer and _explain, "
+                           "run their cell, the cell that builds the model folder, then this one.")
+    return folder, name, settings, source
+
+
+def _hidden_tree_models(rng, X, y) -> dict:
+    """Two hidden models, always both kinds: boosting gives one set of values, a forest one per class."""
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+
+    models = {
+        "hidden-boosting": GradientBoostingClassifier(n_estimators=int(rng.integers(20, 60)),
+                                                      max_depth=int(rng.integers(1, 4)),
+                                                      random_state=int(rng.integers(1000))),
+        "hidden-forest": RandomForestClassifier(n_estimators=int(rng.integers(10, 40)),
+                                                max_depth=int(rng.integers(2, 6)),
+                                                random_state=int(rng.integers(1000))),
+    }
+    for model in models.values():
+        rows = rng.choice(len(y), size=int(rng.integers(250, 450)), replace=False)
+        model.fit(X[rows], y[rows])
+    return models
+
+
+def _bad_requests(n_features, max_rows, rng):
+    def tensor(values, shape, datatype="FP64"):
+        return {"inputs": [{"name": "features", "shape": shape, "datatype": datatype, "data": values}]}
+
+    wrong = int(rng.choice([c for c in range(2, 2 * n_features) if c != n_features]))
+    row = rng.normal(10, 3, size=n_features).tolist()
+    with_nan = list(row)
+    with_nan[int(rng.integers(n_features))] = None  # JSON has no NaN: clients send null, which decodes to NaN
+    candidates = [
+        (f"{wrong} features instead of {n_features}", tensor([0.5] * wrong, [1, wrong])),
+        ("a NaN", tensor(with_nan, [1, n_features])),
+        ("strings", tensor(["x"] * n_features, [1, n_features], "BYTES")),
+        ("an empty batch", tensor([], [0, n_features])),
+        (f"more rows than max_rows ({max_rows})", tensor([0.5] * ((max_rows + 1) * n_features),
+                                                          [max_rows + 1, n_features])),
+        ("a declared shape larger than the data", tensor(row, [3, n_features])),
+    ]
+    return [candidates[i] for i in sorted(rng.choice(len(candidates), size=4, replace=False))]
+
+
+@register(
+    "05.runtime",
+    points=4,
+    title="A runtime that explains every prediction",
+    hint="Build the explainer once: shap.TreeExplainer(model, background, feature_perturbation='interventional', "
+         "model_output='probability'). In _explain, keep class 1's values and base value when the explainer "
+         "returns one set per class (random forests), and return one base value per row.",
+    time_limit=45,  # an MLServer that imports shap, 3 models: 5 s on a quiet laptop, far more on a busy one
+)
+def runtime(answer, rng):
+    import shutil
+
+    import httpx
+    import joblib
+    import shap
+
+    from labkit.client import Client, InferenceServerError
+
+    folder, name, settings, source = _runtime_folder(answer)
+    data = load_breast_cancer()
+    X, y = data.X.to_numpy(), data.y.to_numpy()
+    # The repository: the student's folder as it is, and two hidden models served by copies of the same runtime.
+    repository = model_folder_repository(folder)
+    max_rows = int(rng.integers(20, 60))
+    models, explainers = _hidden_tree_models(rng, X, y), {}
+    for hidden_name, model in models.items():
+        hidden = repository / hidden_name
+        hidden.mkdir()
+        background = X[rng.choice(len(X), size=int(rng.integers(5, 16)), replace=False)]
+        joblib.dump(model, hidden / "model.joblib")
+        np.save(hidden / "background.npy", background)
+        shutil.copy(source, hidden / source.name)
+        (hidden / "model-settings.json").write_text(json.dumps({
+            "name": hidden_name, "implementation": settings["implementation"],
+            "parameters": {"uri": "./model.joblib", "extra": {"background": "background.npy", "max_rows": max_rows}},
+        }))
+        explainers[hidden_name] = shap.TreeExplainer(model, background, feature_perturbation="interventional",
+                                                     model_output="probability")
+
+    with serve_for_check(repository, timeout=25) as server:
+        clients = {}
+        try:
+            clients = {"rest": Client(server, "rest", timeout=8), "grpc": Client(server, "grpc", timeout=8)}
+            for served in (name, *models):
+                if not clients["rest"].model_ready(served):
+                    raise Fail(f"MLServer could not load {served!r}: {server_error_reason(server.logs(200))}")
+            try:
+                clients["rest"].predict(name, X[:2])
+            except InferenceServerError as e:
+                raise Fail(f"Your model {name!r} refused two rows of the data: {e.reason[:300]}") from None
+            for hidden_name, protocol in [(m, p) for m in models for p in ("rest", "grpc")]:
+                model = models[hidden_name]
+                rows = X[rng.choice(len(X), size=int(rng.integers(1, 12)), replace=False)]
+                rows = rows * rng.normal(1, 0.03, size=rows.shape)
+                _explained_rows(clients[protocol], hidden_name, model, explainers[hidden_name], rows,
+                                f"A request of {len(rows)} hidden rows to a hidden {type(model).__name__} "
+                                f"over {protocol}")
+            refused = []
+            for what, payload in _bad_requests(X.shape[1], max_rows, rng):
+                try:
+                    clients["rest"].infer("hidden-boosting", payload)
+                except InferenceServerError as e:
+                    if e.status != 400 or not str(e.reason).strip():
+                        raise Fail(f"A request with {what} got {e.status}: {e.reason[:300]}; expected 400 with a "
+                                   "message that says what was wrong.") from None
+                    refused.append(what)
+                except httpx.TransportError:
+                    raise Fail(f"A request with {what} got no answer: the server closed the connection, as when the "
+                               "runtime crashes its process. Refuse it with a 400 before it reaches the "
+                               "explainer.") from None
+                else:
+                    raise Fail(f"A request with {what} was answered; refuse it with a 400.")
+            if not clients["rest"].model_ready("hidden-boosting"):
+                raise Fail("After the bad requests the server no longer serves the model.")
+        finally:
+            for client in clients.values():
+                client.close()
+    return ("On a fresh MLServer, a hidden gradient boosting model and a hidden random forest served by your "
+            "runtime: hidden requests over REST and gRPC got exact SHAP values that add up to P(class 1); "
+            f"{len(refused)} bad requests got a 400.")
+
+
+def _explained_rows(client, name, model, explainer, rows, call):
+    """A Fail unless the served model explains ``rows`` exactly, additively, beside the right probabilities."""
+    import httpx
+
+    from labkit.client import InferenceServerError
+
+    try:
+        got = client.predict(name, rows)
+    except InferenceServerError as e:
+        raise Fail(f"{call} was refused with {e.status}: {e.reason[:300]}") from None
+    except httpx.TransportError:
+        raise Fail(f"{call} got no answer: the server closed the connection, as when the runtime crashes its "
+                   "process.") from None
+    missing = {"probabilities", "shap_values", "base_value"} - set(got)
+    if missing:
+        raise Fail(f"{call}: the response lacks the outputs {sorted(missing)}.")
+    n, d = rows.shape
+    proba = _array(got["probabilities"], (n, 2), call, "'probabilities'")
+    values = _array(got["shap_values"], (n, d), call, "'shap_values'")
+    base = _array(got["base_value"], (n, 1), call, "'base_value'").ravel()
+    if not np.allclose(proba, model.predict_proba(rows), rtol=0, atol=1e-9):
+        raise Fail(f"{call}: 'probabilities' are not the model's predict_proba.")
+    gap = float(np.abs(base + values.sum(axis=1) - proba[:, 1]).max())
+    if gap > 1e-6:
+        raise Fail(f"{call}: base value plus SHAP values misses P(class 1) by up to {gap:.3g}. Explain the "
+                   "probability (model_output='probability'), of class 1.")
+    truth = explainer(rows)
+    true_values = truth.values[..., 1] if truth.values.ndim == 3 else truth.values
+    if not np.allclose(values, true_values, rtol=0, atol=1e-6):
+        raise Fail(f"{call}: the values add up but are not the exact SHAP values against the background in "
+                   "background.npy; pass it to TreeExplainer (interventional).")
+
+
+# -- exercise 4: the equalised odds difference by hand -----------------------------------------------------------
+
+
+def _fairness_case(rng, dominant: str | None):
+    """Labels, predictions and groups where the TPR gap (``dominant='tpr'``) or the FPR gap dominates."""
+    n_groups = int(rng.integers(2, 5))
+    names = [str(g) for g in rng.choice(["A", "B", "C", "D", "E", "F"], size=n_groups, replace=False)]
+    tpr = rng.uniform(0.4, 0.95, n_groups)
+    fpr = rng.uniform(0.05, 0.45, n_groups)
+    if dominant == "fpr":
+        tpr = tpr[0] + rng.uniform(-0.03, 0.03, n_groups)
+        fpr[:2] = [0.05, 0.45]
+    elif dominant == "tpr":
+        fpr = fpr[0] + rng.uniform(-0.03, 0.03, n_groups)
+        tpr[:2] = [0.35, 0.95]
+    y_true, y_pred, groups = [], [], []
+    for g, name in enumerate(names):
+        positives, negatives = int(rng.integers(30, 200)), int(rng.integers(30, 300))
+        truth = np.r_[np.ones(positives), np.zeros(negatives)]
+        predicted = np.r_[rng.random(positives) < tpr[g], rng.random(negatives) < fpr[g]]
+        y_true.append(truth)
+        y_pred.append(predicted)
+        groups += [name] * (positives + negatives)
+    order = rng.permutation(len(groups))
+    return (np.concatenate(y_true).astype(int)[order], np.concatenate(y_pred).astype(int)[order],
+            [groups[i] for i in order])
+
+
+@register(
+    "05.equalised_odds",
+    points=2,
+    title="The equalised odds difference, by hand",
+    hint="Per group: TPR = predicted 1 among true 1, FPR = predicted 1 among true 0. Take the largest minus the "
+         "smallest of each over the groups, and return the larger of the two differences.",
+)
+def equalised_odds(answer, rng):
+    from fairlearn.metrics import equalized_odds_difference
+
+    expect_function(answer, "equalised_odds_difference", "true labels, predictions and each row's group")
+    for dominant in ("fpr", "tpr", None, None):
+        y_true, y_pred, groups = _fairness_case(rng, dominant)
+        expected = float(equalized_odds_difference(y_true, y_pred, sensitive_features=groups))
+        call = (f"equalised_odds_difference(<{len(groups)} labels>, <predictions>, <groups "
+                f"{sorted(set(groups))}>)")
+        got = answer(y_true.copy(), y_pred.copy(), list(groups))
+        try:
+            value = float(got)
+        except (TypeError, ValueError):
+            raise Fail(f"{call} returned {safe_repr(got)}, not a number.") from None
+        if not math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-12):
+            raise Fail(f"{call} returned {value:.4f}; fairlearn's equalized_odds_difference gives {expected:.4f}. "
+                       "It is the larger of two gaps between groups: of true positive rates and of false "
+                       "positive rates.")
+    return "Equal to fairlearn's equalized_odds_difference on 4 hidden audits with 2 to 4 groups."
