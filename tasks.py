@@ -9,8 +9,10 @@ path gets the tested pins. Extra arguments go to JupyterLab or pytest.
 """
 
 import hashlib
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import venv
@@ -44,6 +46,7 @@ def ensure_environment() -> None:
              "Install one of them and run this command with it, for example `python3.11 tasks.py lab`.")
     fingerprint = install_fingerprint()
     if STAMP.exists() and STAMP.read_text() == fingerprint and PYTHON.exists():
+        install_jupyter_config()  # cheap, and it keeps an environment made before a config file was added current
         return
     if not PYTHON.exists():
         print(f"Creating the environment in {VENV} ...", flush=True)
@@ -61,20 +64,56 @@ def ensure_environment() -> None:
         if subprocess.call(step, cwd=ROOT, env=env) != 0:
             fail("installing the packages failed (see pip's message above). Check your network, "
                  "then run the command again; it resumes where it stopped.")
-    # ... and enable the server extension as the wheel does: its file in jupyter_server_config.d.
-    config_d = VENV / "etc" / "jupyter" / "jupyter_server_config.d"
-    config_d.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ROOT / "jupyter-config" / "labkit.json", config_d / "labkit.json")
+    install_jupyter_config()
     STAMP.write_text(fingerprint)
 
 
+# The course's Jupyter configuration, where the wheel's data files put it (see pyproject.toml): the server
+# extension enabled, and JupyterLab's settings (no "get notified about news?" pop-up). An editable install skips
+# data files, so they are copied here.
+JUPYTER_CONFIG = {
+    "labkit.json": Path("etc", "jupyter", "jupyter_server_config.d", "labkit.json"),
+    "overrides.d/labkit.json": Path("share", "jupyter", "lab", "settings", "overrides.d", "labkit.json"),
+}
+
+
+def install_jupyter_config() -> None:
+    for source, target in JUPYTER_CONFIG.items():
+        (VENV / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / "jupyter-config" / source, VENV / target)
+
+
 def run(command: list[str], cwd: Path = ROOT, **extra_env: str) -> int:
+    """Run ``command`` until it ends and return its exit status (128 + N if signal N ended it).
+
+    SIGTERM, and SIGINT unless the terminal sent it to both of us already, go on to the command, and the command
+    is waited for: stopping this wrapper never leaves JupyterLab or pytest running without it.
+    """
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                **extra_env)
+    child = subprocess.Popen(command, cwd=cwd, env=env)
+
+    def forward(signum, frame):
+        if signum == signal.SIGINT and from_terminal():
+            return  # Ctrl-C reached the child too: JupyterLab asks whether to stop, and we wait for its answer
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    previous = {number: signal.signal(number, forward) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.call(command, cwd=cwd, env=env)
-    except KeyboardInterrupt:
-        return 130
+        status = child.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return 128 - status if status < 0 else status
+
+
+def from_terminal() -> bool:
+    """Whether this process runs in its terminal's foreground, where Ctrl-C signals every process of the group."""
+    try:
+        return os.getpgrp() == os.tcgetpgrp(sys.stdin.fileno())
+    except (AttributeError, OSError, ValueError):  # no terminal (or Windows)
+        return False
 
 
 def lab(args: list[str]) -> int:
