@@ -14,9 +14,11 @@ from __future__ import annotations  # this file must reach its own version check
 
 import glob
 import hashlib
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import venv
@@ -80,6 +82,7 @@ def ensure_environment(python: str | None = None, folder: Path = VENV) -> Path:
         [python, "-c", "import sys; print(sys.version)"], text=True).strip()
     fingerprint = install_fingerprint(version)
     if stamp.exists() and stamp.read_text() == fingerprint and env_python.exists():
+        install_jupyter_config(folder)  # cheap, and it keeps an environment made before a config file was added current
         return env_python
     if not env_python.exists():
         print(f"Creating the environment in {folder} ...", flush=True)
@@ -101,10 +104,7 @@ def ensure_environment(python: str | None = None, folder: Path = VENV) -> Path:
         if subprocess.call(step, cwd=ROOT, env=env) != 0:
             fail("installing the packages failed (see pip's message above). Check your network, "
                  "then run the command again; it resumes where it stopped.")
-    # ... and enable the server extension as the wheel does: its file in jupyter_server_config.d.
-    config_d = folder / "etc" / "jupyter" / "jupyter_server_config.d"
-    config_d.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ROOT / "jupyter-config" / "labkit.json", config_d / "labkit.json")
+    install_jupyter_config(folder)
     stamp.write_text(fingerprint)
     return env_python
 
@@ -123,13 +123,52 @@ def find_python(version: tuple[int, int]) -> str | None:
     return None
 
 
+# The course's Jupyter configuration, where the wheel's data files put it (see pyproject.toml): the server
+# extension enabled, and JupyterLab's settings (no "get notified about news?" pop-up). An editable install skips
+# data files, so they are copied here.
+JUPYTER_CONFIG = {
+    "labkit.json": Path("etc", "jupyter", "jupyter_server_config.d", "labkit.json"),
+    "overrides.d/labkit.json": Path("share", "jupyter", "lab", "settings", "overrides.d", "labkit.json"),
+}
+
+
+def install_jupyter_config(folder: Path = VENV) -> None:
+    for source, target in JUPYTER_CONFIG.items():
+        (folder / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / "jupyter-config" / source, folder / target)
+
+
 def run(command: list[str], cwd: Path = ROOT, **extra_env: str) -> int:
+    """Run ``command`` until it ends and return its exit status (128 + N if signal N ended it).
+
+    SIGTERM, and SIGINT unless the terminal sent it to both of us already, go on to the command, and the command
+    is waited for: stopping this wrapper never leaves JupyterLab or pytest running without it.
+    """
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     env.update(extra_env)
+    child = subprocess.Popen(command, cwd=cwd, env=env)
+
+    def forward(signum, frame):
+        if signum == signal.SIGINT and from_terminal():
+            return  # Ctrl-C reached the child too: JupyterLab asks whether to stop, and we wait for its answer
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    previous = {number: signal.signal(number, forward) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.call(command, cwd=cwd, env=env)
-    except KeyboardInterrupt:
-        return 130
+        status = child.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return 128 - status if status < 0 else status
+
+
+def from_terminal() -> bool:
+    """Whether this process runs in its terminal's foreground, where Ctrl-C signals every process of the group."""
+    try:
+        return os.getpgrp() == os.tcgetpgrp(sys.stdin.fileno())
+    except (AttributeError, OSError, ValueError):  # no terminal (or Windows)
+        return False
 
 
 def lab(args: list[str]) -> int:

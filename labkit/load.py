@@ -4,10 +4,19 @@
     >>> result = load.run(server, "cancer", X[:1], concurrency=8, duration=3)
     >>> result.throughput, result.p99, result.errors
 
-The load is a closed loop: ``concurrency`` simulated clients each send a request, wait for its answer and send the
-next one, until ``requests`` answers have been measured or ``duration`` seconds have passed, whichever comes
-first. Both limits always hold: at the time limit, requests still in flight are cancelled (and counted in
-``cut_off``, not in the latencies). Warm-up requests go first and are not measured.
+By default the load is a closed loop: ``concurrency`` simulated clients each send a request, wait for its answer
+and send the next one, until ``requests`` answers have been measured or ``duration`` seconds have passed, whichever
+comes first. A closed loop slows down with the server: while the server stalls, no new requests arrive, so the
+stall shows in the few requests in flight only (what Gil Tene calls *coordinated omission*), and the load can never
+exceed what the server can do.
+
+With ``rate=`` the load is an open loop instead: request ``i`` is due at ``i / rate`` seconds, whatever the answers,
+as when many independent users arrive; at most ``concurrency`` are in flight, and a due request that waits for a
+free slot waits on the clock. Each latency is counted from the time the request was *due*, so waiting in the load
+generator counts as waiting, as it would for a user.
+
+Both limits always hold: at the time limit, requests still in flight (or due and waiting for a slot) are
+cancelled and counted in ``cut_off``, not in the latencies. Warm-up requests go first and are not measured.
 
 Requests are encoded once, before the clock starts, with the same code as ``labkit.client.Client`` (MLServer's
 types and codecs for REST, MLServer's converters for gRPC), so the figures measure the server and the transport,
@@ -46,6 +55,7 @@ from labkit.client import (
 # Hard ceilings, whatever the caller asks for: this is a teaching tool on a laptop.
 MAX_CONCURRENCY = 256
 MAX_DURATION = 300.0
+MAX_RATE = 5000.0  # requests per second of an open loop
 TIMEOUT = "timeout"  # the error kind of a request that got no answer within ``timeout`` seconds
 
 
@@ -53,8 +63,8 @@ TIMEOUT = "timeout"  # the error kind of a request that got no answer within ``t
 class Sample:
     """One measured request."""
 
-    start: float  # seconds since the measured phase began
-    latency: float  # seconds from sending the request to having read the whole answer
+    start: float  # seconds since the measured phase began, when the request was sent (open loop: was due)
+    latency: float  # seconds from then to having read the whole answer
     error: str | None = None  # None, or the kind of failure: "HTTP 500", "gRPC UNAVAILABLE", "timeout", ...
 
 
@@ -70,6 +80,7 @@ class LoadResult:
     stopped_by: str  # "requests", "duration" or "interrupted"
     cut_off: int = 0  # requests in flight at the time limit: cancelled, not measured
     error_reasons: dict[str, str] = field(default_factory=dict)  # one example message per error kind
+    rate: float | None = None  # open loop: the requests per second it offered; None for a closed loop
 
     @property
     def latencies(self) -> np.ndarray:
@@ -118,6 +129,7 @@ class LoadResult:
         return {
             "protocol": self.protocol,
             "concurrency": self.concurrency,
+            "offered_rps": self.rate,
             "requests": len(self.samples),
             "ok": self.ok,
             "errors": sum(self.errors.values()),
@@ -132,8 +144,10 @@ class LoadResult:
 
     def __str__(self) -> str:
         errors = ", ".join(f"{n} {kind}" for kind, n in self.errors.items()) or "no errors"
+        errors += f", {self.cut_off} cut off at the time limit" if self.cut_off else ""
+        load = f"x{self.concurrency}" if self.rate is None else f"open loop at {self.rate:g} req/s"
         return (
-            f"{self.protocol} x{self.concurrency}: {self.ok} ok in {self.elapsed:.2f} s = {self.throughput:.0f} req/s; "
+            f"{self.protocol} {load}: {self.ok} ok in {self.elapsed:.2f} s = {self.throughput:.0f} req/s; "
             f"p50 {self.p50 * 1000:.1f} ms, p90 {self.p90 * 1000:.1f} ms, p99 {self.p99 * 1000:.1f} ms, "
             f"max {self.max * 1000:.1f} ms; {errors}"
         )
@@ -154,6 +168,7 @@ def run(
     warmup: int = 10,
     timeout: float = 10.0,
     version: str | None = None,
+    rate: float | None = None,
     progress: bool = True,
     description: str | None = None,
 ) -> LoadResult:
@@ -163,9 +178,12 @@ def run(
     inputs       what each request carries: anything ``labkit.client.as_request`` takes (a numpy array, a
                  DataFrame, an ``InferenceRequest`` or its JSON dict), or a list of them, sent in turn
     protocol     ``"rest"`` or ``"grpc"``
-    concurrency  simulated clients, each with one request in flight at a time
+    concurrency  simulated clients, each with one request in flight at a time; with ``rate``, the most requests
+                 in flight at once
     requests     stop after this many measured requests (None: no count limit)
-    duration     stop after this many seconds of measuring (None: no time limit); at least one limit is needed
+    duration     stop after this many seconds of measuring (None: no time limit); at least one limit is needed.
+                 With ``rate``, give a little more than ``requests / rate``, so that the last answers can arrive
+    rate         None: a closed loop. A number: an open loop, one request due every ``1 / rate`` seconds
     warmup       requests sent first and not measured; the first one goes alone and, if the server refuses it,
                  ``run`` raises ``InferenceServerError`` with the server's reason instead of measuring failures
     timeout      seconds a request may take before it counts as an error of kind ``"timeout"``
@@ -186,6 +204,13 @@ def run(
         raise ValueError(f"duration must be more than 0 and at most {MAX_DURATION:g} s, not {duration!r}")
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be a whole number of requests, 0 or more, not {warmup!r}")
+    if rate is not None:
+        try:
+            rate = float(rate)
+        except (TypeError, ValueError):
+            raise ValueError(f"rate must be a number of requests per second, not {rate!r}") from None
+        if not 0 < rate <= MAX_RATE:
+            raise ValueError(f"rate must be more than 0 and at most {MAX_RATE:g} requests per second, not {rate!r}")
     if hasattr(target, "url"):
         target = target.url if protocol == "rest" else target.grpc_target
     target = str(target)
@@ -198,12 +223,13 @@ def run(
     else:
         encoded = [grpc_request(model, p, version) for p in payloads]
 
-    plan = _Plan(protocol, target, model, version, encoded, concurrency, requests, duration, warmup, timeout)
+    plan = _Plan(protocol, target, model, version, encoded, concurrency, requests, duration, warmup, timeout, rate)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=requests, desc=description or f"{protocol} x{concurrency}", unit="req", leave=False)
+        shown = description or (f"{protocol} x{concurrency}" if rate is None else f"{protocol} at {rate:g}/s")
+        bar = tqdm(total=requests, desc=shown, unit="req", leave=False)
     threading.Thread(target=plan.run_in_own_loop, name="labkit-load", daemon=True).start()
     # Wait on an Event, not Thread.join: an interrupt inside join() can leave the thread looking finished.
     try:
@@ -248,6 +274,7 @@ class _Plan:
     duration: float
     warmup: int
     timeout: float
+    rate: float | None = None
     done: int = 0  # measured requests finished so far (read by the progress bar)
     interrupt: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
@@ -274,12 +301,13 @@ class _Plan:
                 await self._phase(send, self.warmup - 1, self.timeout * 2, record=None, reasons=reasons)
             samples: list[Sample] = []
             t0 = time.perf_counter()
-            stopped_by, cut_off, end = await self._phase(
+            phase = self._phase if self.rate is None else self._open_phase
+            stopped_by, cut_off, end = await phase(
                 send, self.requests, self.duration, record=samples, reasons=reasons, t0=t0
             )
         elapsed = self.duration if stopped_by == "duration" else end - t0
         return LoadResult(self.protocol, self.model, self.concurrency, samples, elapsed, stopped_by, cut_off,
-                          reasons)
+                          reasons, self.rate)
 
     async def _phase(self, send, count, duration, *, record, reasons, t0=None):
         """Send ``count`` requests (None: no limit) from ``concurrency`` clients for at most ``duration`` s."""
@@ -327,6 +355,54 @@ class _Plan:
         else:
             stopped_by = "requests"
         return stopped_by, cut_off, end
+
+    async def _open_phase(self, send, count, duration, *, record, reasons, t0):
+        """An open loop: request ``i`` is due at ``t0 + i / rate``; latencies count from that time."""
+        deadline = t0 + duration
+        slots = asyncio.Semaphore(self.concurrency)
+        end = t0
+
+        async def request(index: int, due: float) -> None:
+            nonlocal end
+            async with slots:  # a due request that finds every slot taken waits, and its latency grows
+                kind, reason = await send(index)
+            end = time.perf_counter()
+            if kind is not None:
+                reasons.setdefault(kind, reason)
+            record.append(Sample(due - t0, end - due, kind))
+            self.done += 1
+
+        tasks = []
+        # Issue each request when it is due; one that is late (the loop was busy) goes at once, still timed from
+        # when it was due. Sleep in short steps so that an interrupt ends the run promptly.
+        while (count is None or len(tasks) < count) and not self.interrupt.is_set():
+            due = t0 + len(tasks) / self.rate
+            if due >= deadline:
+                break
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(min(wait, 0.05))
+                continue
+            tasks.append(asyncio.create_task(request(len(tasks), due)))
+        pending = {task for task in tasks if not task.done()}
+        while pending and not self.interrupt.is_set():
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=min(remaining, 0.05))
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()
+        if self.interrupt.is_set():
+            stopped_by, end = "interrupted", time.perf_counter()
+        elif pending or (count is not None and len(tasks) < count) or count is None:
+            stopped_by = "duration"
+        else:
+            stopped_by = "requests"
+        return stopped_by, len(pending), end
 
     @contextlib.asynccontextmanager
     async def _sender(self):

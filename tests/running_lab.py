@@ -36,7 +36,8 @@ class Lab:
 
 
 @contextlib.contextmanager
-def jupyterlab(root: Path, home: Path, base_url: str = "/", extra_env: dict | None = None, timeout: float = 90):
+def jupyterlab(root: Path, home: Path, base_url: str = "/", extra_env: dict | None = None, timeout: float = 90,
+               extra_args: tuple[str, ...] = ()):
     """Run ``jupyter lab`` on ``root`` with a token, a private data dir and progress file; yield a ``Lab``."""
     home.mkdir(parents=True, exist_ok=True)
     port, token = free_port(), secrets.token_hex(16)
@@ -57,7 +58,7 @@ def jupyterlab(root: Path, home: Path, base_url: str = "/", extra_env: dict | No
         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}", f"--ServerApp.base_url={base_url}",
         "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
-        "jupyterlab.NeverCheckForUpdate", "--ServerApp.allow_root=True",
+        "jupyterlab.NeverCheckForUpdate", "--ServerApp.allow_root=True", *extra_args,
     ]
     log = home / "jupyterlab.log"
     with open(log, "wb") as out:

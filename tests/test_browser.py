@@ -113,3 +113,32 @@ def test_welcome_lab_in_chromium(lab_root, tmp_path):
         finally:
             browser.close()
             time.sleep(0.2)
+
+
+NEWS_QUESTION = "Would you like to get notified about official Jupyter news?"
+
+
+@pytest.mark.parametrize("course_settings", [True, False], ids=["course settings", "without them"])
+def test_no_news_pop_up_greets_a_new_user(tmp_path, course_settings):
+    """The course's JupyterLab settings (jupyter-config/overrides.d) turn JupyterLab's news question off; without
+    them (an empty settings folder) the same JupyterLab asks it, so this test can tell the difference."""
+    root = tmp_path / "course"
+    root.mkdir()
+    extra = () if course_settings else (f"--LabApp.app_settings_dir={tmp_path / 'no-settings'}",)
+    with jupyterlab(root, tmp_path / "home", extra_args=extra) as lab, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"{lab.url}lab?token={lab.token}")
+            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell")
+            page.locator("[data-id='labkit-sidebar']").wait_for()  # the app has restored its layout
+            question = page.get_by_text(NEWS_QUESTION)
+            if course_settings:
+                page.wait_for_timeout(3000)  # the question comes right after the restore, when it comes
+                assert question.count() == 0
+            else:
+                question.wait_for(timeout=30_000)
+        finally:
+            browser.close()
+            time.sleep(0.2)

@@ -27,6 +27,18 @@ def get(lab, path, **kwargs):
     return httpx.get(lab.api(path), headers=lab.auth, timeout=30, **kwargs)
 
 
+def test_jupyterlab_does_not_ask_every_new_user_about_news(lab):
+    # JupyterLab shows its "Would you like to get notified about official Jupyter news?" pop-up while the
+    # setting fetchNews is "none", its own default; the course's settings (jupyter-config/overrides.d) make the
+    # default "false" (and test_browser.py shows the pop-up gone in a real browser).
+    reply = httpx.get(f"{lab.url}lab/api/settings/@jupyterlab/apputils-extension:notification", headers=lab.auth,
+                      timeout=30)
+    assert reply.status_code == 200, reply.text
+    defaults = {name: spec["default"] for name, spec in reply.json()["schema"]["properties"].items()}
+    assert defaults["fetchNews"] == "false" and defaults["checkForUpdates"] is False
+    assert "fetchNews" not in reply.json()["settings"]  # a default, which a user may still change
+
+
 @pytest.mark.parametrize("path", ["labs", "progress", "servers", "servers/1/logs"])
 def test_unauthenticated_requests_are_refused(lab, path):
     assert httpx.get(lab.api(path), timeout=30).status_code == 403

@@ -63,3 +63,5 @@ def test_the_wheel_ships_the_built_sidebar_and_enables_the_server_extension(tmp_
     assert built == shipped
     config = json.loads(zipfile.ZipFile(wheel).read(data + "etc/jupyter/jupyter_server_config.d/labkit.json"))
     assert config == {"ServerApp": {"jpserver_extensions": {"labkit.jupyter": True}}}
+    overrides = json.loads(zipfile.ZipFile(wheel).read(data + "share/jupyter/lab/settings/overrides.d/labkit.json"))
+    assert overrides["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"

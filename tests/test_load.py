@@ -51,11 +51,7 @@ def test_stops_at_the_request_count(server, rows, protocol):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_concurrency_is_real_and_bounded(server, rows, protocol):
     result = load.run(server, "cancer", rows[:1], protocol, concurrency=4, requests=80, progress=False)
-    # Most requests in flight at one moment, from the samples' own send and answer times.
-    events = sorted([(s.start, 1) for s in result.samples] + [(s.start + s.latency, -1) for s in result.samples],
-                    key=lambda e: (e[0], e[1]))
-    in_flight = np.cumsum([delta for _, delta in events])
-    assert 2 <= in_flight.max() <= 4
+    assert 2 <= _most_in_flight(result.samples) <= 4
 
 
 def test_stops_at_the_time_limit_and_cuts_off_requests_in_flight(slow_server, rows):
@@ -122,6 +118,60 @@ def test_percentiles_and_summary(server, rows):
     assert "50 ok" in str(result)
 
 
+def _most_in_flight(samples):
+    """The most requests in flight at one moment, from the samples' own send and answer times."""
+    events = sorted([(s.start, 1) for s in samples] + [(s.start + s.latency, -1) for s in samples],
+                    key=lambda e: (e[0], e[1]))
+    return int(np.cumsum([delta for _, delta in events]).max())
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_open_loop_sends_on_a_fixed_schedule_until_the_count(server, rows, protocol):
+    result = load.run(server, "cancer", rows[:1], protocol, rate=100, concurrency=16, requests=30, duration=10,
+                      progress=False)
+    assert result.stopped_by == "requests" and result.ok == 30 and result.cut_off == 0
+    assert result.rate == 100 and result.summary()["offered_rps"] == 100
+    # Each request is timed from when it was due: 0, 10 ms, 20 ms, ... whatever the answers.
+    assert sorted(s.start for s in result.samples) == pytest.approx([i / 100 for i in range(30)])
+    assert result.elapsed >= 29 / 100, "the last request cannot be answered before it is due"
+    assert "open loop at 100 req/s" in str(result)
+
+
+def test_an_open_loop_does_not_wait_for_answers(slow_server, rows):
+    # Every request waits a whole second for a batch that never fills: a closed loop of one client would send one
+    # request in that time; the open loop sends all ten, and they wait together.
+    result = load.run(slow_server, "slow", rows[:1], rate=20, concurrency=64, requests=10, duration=5, warmup=0,
+                      progress=False)
+    assert result.ok == 10
+    assert _most_in_flight(result.samples) >= 5
+    closed = load.run(slow_server, "slow", rows[:1], concurrency=1, requests=2, duration=5, warmup=0,
+                      progress=False)
+    assert _most_in_flight(closed.samples) == 1
+
+
+def test_an_open_loop_counts_the_wait_for_a_free_slot_in_the_latency(slow_server, rows):
+    # Two slots, six requests due within 50 ms, one second per batch of two: the last two can only be sent when the
+    # second batch has answered, so they are answered at least two seconds after they were due. A closed loop
+    # (or a timer started at the send) would report about one second for every request: coordinated omission.
+    result = load.run(slow_server, "slow", rows[:1], rate=100, concurrency=2, requests=6, duration=10, warmup=0,
+                      progress=False)
+    assert result.ok == 6
+    assert _most_in_flight(result.samples) >= 3, "requests waiting for a slot count as waiting"
+    by_due = [s.latency for s in sorted(result.samples, key=lambda s: s.start)]
+    assert min(by_due[-2:]) >= 2.0
+    assert max(by_due[:2]) < 2.0
+
+
+def test_an_open_loop_stops_at_the_time_limit_and_cuts_off_what_is_unanswered(slow_server, rows):
+    started = time.perf_counter()
+    result = load.run(slow_server, "slow", rows[:1], rate=20, concurrency=64, requests=None, duration=0.3,
+                      warmup=0, progress=False)
+    assert time.perf_counter() - started < 0.9, "the requests in flight were waited for"
+    assert result.stopped_by == "duration" and result.elapsed == pytest.approx(0.3)
+    assert result.samples == [] and result.cut_off == 6  # due at 0, 50, ..., 250 ms
+    assert "6 cut off" in str(result)
+
+
 @pytest.mark.parametrize("target, protocol", [("http://10.1.2.3:8080", "rest"), ("http://example.com", "rest"),
                                               ("192.168.1.5:8081", "grpc"), ("example.com:8081", "grpc")])
 def test_traffic_goes_to_loopback_only(rows, target, protocol):
@@ -137,6 +187,10 @@ def test_traffic_goes_to_loopback_only(rows, target, protocol):
     ({"requests": 0}, "requests"),
     ({"protocol": "http"}, "protocol"),
     ({"warmup": -1}, "warmup"),
+    ({"rate": 0}, "rate"),
+    ({"rate": -5}, "rate"),
+    ({"rate": 1e9}, "rate"),
+    ({"rate": "fast"}, "rate"),
 ])
 def test_bad_arguments_are_refused_before_anything_is_sent(rows, arguments, words):
     with pytest.raises(ValueError, match=words):

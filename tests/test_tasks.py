@@ -1,10 +1,21 @@
-"""The README's two commands refuse an unsupported Python with one plain sentence."""
+"""The README's two commands: they refuse an unsupported Python with one plain sentence, and stopping one
+stops what it started."""
 
+import contextlib
 import importlib.util
+import os
+import secrets
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
+
+from labkit.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,3 +87,42 @@ def test_the_doctor_names_the_supported_pythons(monkeypatch):
     finding = next(f for f in cli.doctor(start_server=False).findings if f.name == "python")
     assert finding.status == "fail"
     assert "3.10, 3.11 or 3.12" in finding.fix and "python3.12 tasks.py lab" in finding.fix
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_the_lab_command_stops_jupyterlab_too(tmp_path, stop):
+    """`python3 tasks.py lab` runs JupyterLab as its child: a signal to the wrapper reaches JupyterLab, and the
+    wrapper waits for it, so no JupyterLab is left running on its own."""
+    tasks = load_tasks()
+    if not tasks.PYTHON.exists():
+        pytest.skip("no .venv: tasks.py lab needs the environment it creates")
+    port, token = free_port(), secrets.token_hex(8)
+    env = dict(os.environ, JUPYTER_DATA_DIR=str(tmp_path / "data"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               JUPYTER_CONFIG_DIR=str(tmp_path / "config"), LABKIT_PROGRESS="off")
+    # What `tasks.py lab` does after setting up the environment, with the options of a test.
+    wrapper = subprocess.Popen(
+        [sys.executable, "-c", "import sys, tasks; sys.exit(tasks.lab(sys.argv[1:]))", "--no-browser",
+         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"],
+        cwd=ROOT, env=dict(env, PYTHONPATH=str(ROOT)), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert wrapper.poll() is None, "the lab command ended before JupyterLab answered"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/api/status", headers={"Authorization": f"token {token}"},
+                             timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "JupyterLab did not answer"
+            time.sleep(0.3)
+        lab = psutil.Process(wrapper.pid).children(recursive=True)
+        assert any("jupyter" in " ".join(p.cmdline()) for p in lab)
+        wrapper.send_signal(stop)  # to the wrapper alone, not to its process group
+        status = wrapper.wait(60)
+        assert status == 128 + stop or status == 0
+        _, alive = psutil.wait_procs(lab, timeout=30)
+        assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(wrapper.pid, signal.SIGKILL)  # only if the test failed: nothing may outlive it
+        wrapper.wait()

@@ -2,7 +2,8 @@
 
 MLServer imports this module from the model's folder; `model-settings.json`
 names the artefact (`parameters.uri`) and the class names
-(`parameters.extra.class_names`).
+(`parameters.extra.class_names`), and may name the class whose share of the rows
+the metrics watch (`parameters.extra.watched_class`, by default the first).
 """
 
 import joblib
@@ -27,7 +28,10 @@ class DiagnosisModel(MLModel):
         extra = self.settings.parameters.extra
         self._class_names = np.asarray(extra["class_names"])
         self._max_rows = int(extra.get("max_rows", 1000))  # the largest batch a request may carry
-        mlserver.register("diagnosis_malignant_share", "Share of the rows in a request labelled malignant")
+        self._watched = str(extra.get("watched_class", self._class_names[0]))
+        # Two counts per request, not a share: the ratio of their sums weighs every row once.
+        mlserver.register("diagnosis_rows", "Rows per request")
+        mlserver.register("diagnosis_watched_rows", "Rows per request labelled with the watched class")
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -35,7 +39,7 @@ class DiagnosisModel(MLModel):
         features = self._features(payload)
         probabilities = self._model.predict_proba(features)
         labels = self._class_names[probabilities.argmax(axis=1)]
-        mlserver.log(diagnosis_malignant_share=float(np.mean(labels == "malignant")))
+        mlserver.log(diagnosis_rows=len(labels), diagnosis_watched_rows=int(np.sum(labels == self._watched)))
         outputs = []
         if "label" in wanted:
             outputs.append(StringCodec.encode_output("label", labels.tolist()))
