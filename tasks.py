@@ -31,8 +31,9 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".labkit-install"
 # On the other supported Pythons, `test --all-pythons` runs every solution notebook and the tests that touch
 # TensorFlow, alibi-detect and the grader: what differs between Pythons. The rest runs once.
-CROSS_PYTHON_TESTS = ["labs/solutions", "tests/test_grading.py", "tests/test_course.py", "tests/test_checks_lab06.py",
-                      "tests/test_checks_lab07.py", "tests/test_lab07_parts.py", "tests/test_drift_runtime.py"]
+CROSS_PYTHON_TESTS = ["labs/solutions", "tests/test_grading.py", "tests/test_course.py", "tests/test_checks_lab05.py",
+                      "tests/test_checks_lab06.py", "tests/test_checks_lab07.py", "tests/test_checks_lab08.py",
+                      "tests/test_lab07_parts.py", "tests/test_drift_runtime.py"]
 
 
 def supported_pythons() -> list[tuple[int, int]]:
