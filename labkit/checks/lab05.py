@@ -86,9 +86,15 @@ def _linear_truth(X_train, y_train, rows):
     "05.linear_shap",
     points=2,
     title="Exact SHAP values of lab 01's pipeline, and additivity",
-    hint="Fit the pipeline, then shap.LinearExplainer(pipeline[-1], shap.maskers.Independent(Z, max_samples="
-         "len(Z))) with Z the scaled training rows; explain the scaled rows. The output explained is the "
-         "pipeline's decision_function (log-odds), and base value plus each row's values must equal it.",
+    hints=(
+        "SHAP values of a linear model are exact: each feature's value is its weight times how far the row is "
+        "from the background's mean, in the units the model sees (after scaling).",
+        "Additivity is the test: base value plus the sum of a row's SHAP values must give the model's output for "
+        "that row. Check which output: a logistic regression's log-odds, not its probability.",
+        "Fit the pipeline, then shap.LinearExplainer(pipeline[-1], shap.maskers.Independent(Z, max_samples="
+        "len(Z))) with Z the scaled training rows; explain the scaled rows. The output explained is the "
+        "pipeline's decision_function (log-odds), and base value plus each row's values must equal it.",
+    ),
 )
 def linear_shap(answer, rng):
     expect_function(answer, "explain_linear", "training rows, their labels and the rows to explain")
@@ -139,9 +145,15 @@ def _tree_ranking(X_train, y_train, rows):
     "05.top_features",
     points=2,
     title="Rank features by mean |SHAP| for a hidden model",
-    hint="Train GradientBoostingClassifier(n_estimators=50, max_depth=2, random_state=0), explain the rows with "
-         "shap.TreeExplainer(model), average the absolute values over the rows, and sort the names by that, "
-         "largest first.",
+    hints=(
+        "A global ranking averages local explanations: one SHAP value per row and feature, then one number per "
+        "feature over all the rows. Signs cancel out, so average magnitudes.",
+        "Return feature names, most important first, for the model the exercise describes, explained with the "
+        "exact explainer for trees.",
+        "Train GradientBoostingClassifier(n_estimators=50, max_depth=2, random_state=0), explain the rows with "
+        "shap.TreeExplainer(model), average the absolute values over the rows, and sort the names by that, "
+        "largest first.",
+    ),
 )
 def top_features(answer, rng):
     expect_function(answer, "rank_features", "training rows, their labels, rows to explain and feature names")
@@ -232,9 +244,15 @@ def _bad_requests(n_features, max_rows, rng):
     "05.runtime",
     points=4,
     title="A runtime that explains every prediction",
-    hint="Build the explainer once: shap.TreeExplainer(model, background, feature_perturbation='interventional', "
-         "model_output='probability'). In _explain, keep class 1's values and base value when the explainer "
-         "returns one set per class (random forests), and return one base value per row.",
+    hints=(
+        "Build the explainer once in load(), never per request, and return its values as extra outputs beside "
+        "the prediction, with the names and shapes your model-settings.json declares.",
+        "Every row's base value plus its SHAP values must add up to the probability the runtime returns for that "
+        "row; refuse a request with the wrong shape or type with a 400 that says what was expected.",
+        "Build the explainer once: shap.TreeExplainer(model, background, feature_perturbation='interventional', "
+        "model_output='probability'). In _explain, keep class 1's values and base value when the explainer "
+        "returns one set per class (random forests), and return one base value per row.",
+    ),
     time_limit=45,  # an MLServer that imports shap, 3 models: 5 s on a quiet laptop, far more on a busy one
 )
 def runtime(answer, rng):
@@ -375,8 +393,14 @@ def _fairness_case(rng, dominant: str | None):
     "05.equalised_odds",
     points=2,
     title="The equalised odds difference, by hand",
-    hint="Per group: TPR = predicted 1 among true 1, FPR = predicted 1 among true 0. Take the largest minus the "
-         "smallest of each over the groups, and return the larger of the two differences.",
+    hints=(
+        "Equalised odds asks that the true positive rate and the false positive rate be the same in every group; "
+        "the difference measures how far the worst pair of groups is from that.",
+        "Compute both rates per group, take the spread (largest minus smallest) of each over the groups, and "
+        "compare the result with fairlearn.metrics.equalized_odds_difference.",
+        "Per group: TPR = predicted 1 among true 1, FPR = predicted 1 among true 0. Take the largest minus the "
+        "smallest of each over the groups, and return the larger of the two differences.",
+    ),
 )
 def equalised_odds(answer, rng):
     from fairlearn.metrics import equalized_odds_difference
