@@ -345,9 +345,10 @@ def _hidden_scenario(kind, rng, size):
         "Each type changes something else: covariate shift the inputs, label shift the share of each label (and "
         "so the inputs too), concept drift the relation between inputs and labels, with inputs and label shares "
         "unchanged.",
-        "First test the inputs (your detector). If they drifted, test whether the share of each label changed "
-        "(label shift) or not (covariate shift). If they did not, test whether a model fitted on the reference "
-        "lost accuracy on the new labelled rows (concept drift).",
+        "First test the inputs (your detector). If they drifted, tell label shift from covariate shift by testing "
+        "the inputs within each class, P(x | y): under label shift each class's inputs stay as they were. If the "
+        "inputs did not drift, test whether a model fitted on the reference lost accuracy on the new labelled "
+        "rows (concept drift).",
         "A label share that did not move says nothing about concept drift: compare a model's accuracy on the new "
         "rows with its cross-validated accuracy on the reference (performance_drift), at a strict level such as "
         "0.01 for every test.",

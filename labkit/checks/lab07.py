@@ -74,8 +74,9 @@ def _flags_and_scores(result, n: int, call: str):
     hints=(
         "A row is unusual when it is far from the reference rows, measured in a way that accounts for how the "
         "features vary together: the Mahalanobis distance uses the mean and the inverse covariance of X_ref.",
-        "Fit the mean and the inverse covariance on X_ref, score X_ref itself, and set the threshold at the "
-        "(1 - fpr) quantile of those scores: no formula that assumes Gaussian data.",
+        "Fit the mean and the inverse covariance on X_ref. Set the threshold at the (1 - fpr) quantile of "
+        "distances of rows the fit did not see (out-of-fold, as the exercise says): a fit scores its own rows "
+        "too well, so new clean rows would be flagged more often than fpr. No formula that assumes Gaussian data.",
         "Keep score(X) (one distance per row) and threshold as attributes, which later cells use; predict(X) "
         "returns {'data': {'instance_score': score(X), 'is_outlier': score(X) > threshold}, 'meta': {}}.",
     ),
