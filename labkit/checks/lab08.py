@@ -73,8 +73,15 @@ def _within_budget(x: np.ndarray, adv: np.ndarray, epsilon: float, call: str) ->
     "08.fgsm",
     points=2,
     title="The fast gradient sign method",
-    hint="Watch x in a tf.GradientTape, compute the cross-entropy of model(x) against the true labels y, take "
-         "the gradient of the loss with respect to x, and return clip(x + epsilon * sign(gradient), 0, 1).",
+    hints=(
+        "FGSM takes one step in the direction that raises the classifier's loss fastest, the same size for "
+        "every pixel: the sign of the loss's gradient with respect to the input, not with respect to the "
+        "weights.",
+        "The result must stay within epsilon of the original in every pixel and inside the valid pixel range; "
+        "random noise of the same size does not raise the loss the same way.",
+        "Watch x in a tf.GradientTape, compute the cross-entropy of model(x) against the true labels y, take "
+        "the gradient of the loss with respect to x, and return clip(x + epsilon * sign(gradient), 0, 1).",
+    ),
 )
 def fgsm(answer, rng):
     expect_function(answer, "fgsm", "a model, images, labels and epsilon")
@@ -107,9 +114,15 @@ def fgsm(answer, rng):
     "08.pgd",
     points=2,
     title="Projected gradient descent with a random start",
-    hint="Start at x plus uniform noise in [-epsilon, epsilon] (clipped to [0, 1]); then `steps` times: step "
-         "by step_size * sign(gradient of the loss), project back into [x - epsilon, x + epsilon] around the "
-         "original x, and clip to [0, 1].",
+    hints=(
+        "PGD is FGSM repeated in small steps: after each step, pull the image back into the epsilon box "
+        "around the ORIGINAL image, not around the previous step, and into the valid pixel range.",
+        "Begin from a random point inside the box, so that the attack does not start where the gradient is "
+        "flat; use the step size and the number of steps the function is given.",
+        "Start at x plus uniform noise in [-epsilon, epsilon] (clipped to [0, 1]); then `steps` times: step "
+        "by step_size * sign(gradient of the loss), project back into [x - epsilon, x + epsilon] around the "
+        "original x, and clip to [0, 1].",
+    ),
     time_limit=20,
 )
 def pgd(answer, rng):
@@ -193,8 +206,15 @@ def _attacks(predict_proba, x: np.ndarray, y: np.ndarray, rng: np.random.Generat
     "08.adversarial_score",
     points=3,
     title="An adversarial score from matching prediction distributions",
-    hint="Score a row by the KL divergence between the classifier's probabilities on the row and on the "
-         "autoencoder's reconstruction of it: sum over classes of p * log(p / q). Clip both to at least 1e-10.",
+    hints=(
+        "An attack changes the classifier's answer more than it changes the pixels, so compare what the "
+        "classifier says about a row with what it says about the autoencoder's reconstruction of it, not the "
+        "pixels themselves.",
+        "Use a divergence between two probability distributions over the classes; guard the logarithm against "
+        "probabilities of zero.",
+        "Score a row by the KL divergence between the classifier's probabilities on the row and on the "
+        "autoencoder's reconstruction of it: sum over classes of p * log(p / q). Clip both to at least 1e-10.",
+    ),
     time_limit=30,  # the attacks call the classifier a few dozen times
 )
 def adversarial_score(answer, rng):
@@ -258,9 +278,15 @@ def _score_sampler(rng: np.random.Generator):
     "08.threshold",
     points=2,
     title="A threshold for a target false positive rate",
-    hint="A clean row is flagged when its score is above the threshold, so put the threshold at the (1 - fpr) "
-         "quantile of the clean scores: np.quantile(clean_scores, 1 - fpr). Scores are skewed: no formula with "
-         "the mean and the standard deviation gets the rate right.",
+    hints=(
+        "A false positive is a clean row flagged as attacked: the threshold decides what share of the clean "
+        "scores lies above it.",
+        "Set it from the clean scores you are given, held out from training, by a quantile rather than by a "
+        "fixed number or a formula that assumes a bell curve.",
+        "A clean row is flagged when its score is above the threshold, so put the threshold at the (1 - fpr) "
+        "quantile of the clean scores: np.quantile(clean_scores, 1 - fpr). Scores are skewed: no formula with "
+        "the mean and the standard deviation gets the rate right.",
+    ),
 )
 def threshold(answer, rng):
     expect_function(answer, "threshold_for_fpr", "clean scores and a false positive rate")
@@ -306,9 +332,15 @@ def _bad_requests() -> dict[str, dict]:
     "08.runtime",
     points=3,
     title="A served classifier that flags and corrects adversarial inputs",
-    hint="The folder needs attack_guard.py, classifier.npz and detector.npz (save_dense), and a "
-         "model-settings.json whose implementation is attack_guard.AttackGuard, whose parameters.uri is "
-         "./classifier.npz and whose parameters.extra.threshold is the threshold set on clean scores.",
+    hints=(
+        "MLServer loads everything the runtime needs from the model's folder: the runtime file, the "
+        "classifier's and the detector's weights, and the settings that name them.",
+        "Each prediction comes back with the score, the flag (score above the threshold set on clean data) "
+        "and the corrected prediction; a malformed request gets a 400 that says what was expected.",
+        "The folder needs attack_guard.py, classifier.npz and detector.npz (save_dense), and a "
+        "model-settings.json whose implementation is attack_guard.AttackGuard, whose parameters.uri is "
+        "./classifier.npz and whose parameters.extra.threshold is the threshold set on clean scores.",
+    ),
     time_limit=30,  # it starts an MLServer, 3 s on a quiet laptop, far more on a busy one
 )
 def runtime(answer, rng):
