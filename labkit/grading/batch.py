@@ -160,13 +160,14 @@ def _hard_limit(lab: Lab, options: Options) -> float:
 class _Worker:
     """One worker process grading one submission; its result arrives over a pipe."""
 
-    def __init__(self, job: Submission, lab: Lab, key: bytes, options: Options, policy, logs: Path):
+    def __init__(self, job: Submission, lab: Lab, options: Options, policy, logs: Path):
+        """Start the worker; it imports what it needs, then waits for ``send``."""
         self.job = job
         self.marker = uuid.uuid4().hex
         self.started = time.monotonic()
         self.cgroup = sandbox.pids_cgroup(options.max_processes) if policy is not None else ""
         read, write = os.pipe()
-        command = [sys.executable, "-m", "labkit.grading.worker", str(write)]
+        command = [sys.executable, "-m", "labkit.grading.worker", str(write), lab.number]
         if policy is not None:
             command = sandbox.worker_command(policy, job.path, options.disk_mb * 2**20, command, self.cgroup)
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
@@ -184,6 +185,11 @@ class _Worker:
         self.channel = read
         self.received = bytearray()
         self.closed = False
+
+    def send(self, lab: Lab, key: bytes, options: Options, policy) -> None:
+        """Give the worker its job; its time limit counts from now."""
+        self.started = time.monotonic()
+        job = self.job
         payload = {"path": str(job.path.resolve()), "file": str(job.path), "student": job.student, "lab": lab.number,
                    "solutions": str(lab.solution.parent), "key": key.hex(), "marker": self.marker,
                    "options": vars(options), "policy": policy.to_json() if policy is not None else None}
@@ -238,13 +244,17 @@ def _run(jobs: list[Submission], lab: Lab, key: bytes, options: Options, workers
     limit = _hard_limit(lab, options)
     queue = list(jobs)
     running: dict[int, _Worker] = {}
+    spare: list[_Worker] = []  # the next worker, started early: its imports overlap the others' grading
     bar = tqdm(total=len(jobs), desc=f"grading lab {lab.number}", unit="notebook", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="labkit-workers-") as logs:
         try:
-            while queue or running:
-                while queue and len(running) < workers:
-                    worker = _Worker(queue.pop(0), lab, key, options, policy, Path(logs))
+            while queue or running or spare:
+                while (queue or spare) and len(running) < workers:
+                    worker = spare.pop(0) if spare else _Worker(queue.pop(0), lab, options, policy, Path(logs))
+                    worker.send(lab, key, options, policy)
                     running[worker.channel] = worker
+                if queue and not spare:
+                    spare.append(_Worker(queue.pop(0), lab, options, policy, Path(logs)))
                 ready, _, _ = select.select(list(running), [], [], 1)
                 for fd in ready:
                     running[fd].read()
@@ -255,7 +265,7 @@ def _run(jobs: list[Submission], lab: Lab, key: bytes, options: Options, workers
                         finished(worker.finish(lab, overdue))
                         bar.update()
         finally:  # Ctrl-C or an error of ours: the workers end with us (rows already written stay)
-            for worker in running.values():
+            for worker in [*running.values(), *spare]:
                 worker.kill()
                 worker.process.wait()
                 end_processes(worker.marker)

@@ -34,13 +34,20 @@ ENV_KEPT = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV
 HOW = ("grade on Linux with bubblewrap (`apt-get install bubblewrap`) and unprivileged user namespaces, for example "
        "in a Linux container or VM, or pass --no-sandbox if you trust every submission")
 # Runs before a box: caps memory (address space) and processes, which every process in the box inherits, joins
-# a pids cgroup when one is given (as root, where RLIMIT_NPROC does not apply), then becomes bwrap.
-LIMITS = ("import os, resource, sys\n"
-          "memory, processes, cgroup = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]\n"
+# a pids cgroup when one is given (as root, where RLIMIT_NPROC does not apply), asks for SIGKILL when its parent
+# dies (kept across exec: bwrap's own --die-with-parent comes too late if the parent dies while bwrap starts, and
+# the box would outlive it), then becomes bwrap.
+LIMITS = ("import os, resource, signal, sys\n"
+          "memory, processes, cgroup, parent = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])\n"
+          "if sys.platform.startswith('linux'):\n"
+          "    import ctypes\n"
+          "    ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG\n"
+          "    if os.getppid() != parent:\n"
+          "        os._exit(1)  # the parent died before that: nothing to run for\n"
           "if cgroup:\n    open(os.path.join(cgroup, 'cgroup.procs'), 'w').write(str(os.getpid()))\n"
           "if memory > 0:\n    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))\n"
           "if processes > 0:\n    resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))\n"
-          "os.execvp(sys.argv[5], sys.argv[5:])")
+          "os.execvp(sys.argv[6], sys.argv[6:])")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -48,8 +55,10 @@ class SandboxUnavailable(RuntimeError):
 
 
 def limited(command: list[str], memory: int = 0, processes: int = 0, cgroup: str = "") -> list[str]:
-    """``command`` run under the given limits (the standard library only: it costs a few milliseconds)."""
-    return [sys.executable, "-I", "-S", "-c", LIMITS, str(memory), str(processes), cgroup, "--", *command]
+    """``command`` run under the given limits, by a child of this process that dies with it (the standard library
+    only: it costs a few milliseconds)."""
+    return [sys.executable, "-I", "-S", "-c", LIMITS, str(memory), str(processes), cgroup, str(os.getpid()), "--",
+            *command]
 
 
 @functools.lru_cache(maxsize=1)

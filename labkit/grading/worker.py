@@ -1,6 +1,7 @@
 """The worker: grades one submission and sends its result to the main process over a pipe.
 
-``python -m labkit.grading.worker FD`` reads the job (JSON) from stdin and writes the result (JSON) to the
+``python -m labkit.grading.worker FD LAB`` imports what grading lab LAB needs (a second or two, spent while
+the workers before it still grade), then reads the job (JSON) from stdin and writes the result (JSON) to the
 file descriptor FD, a pipe from the main process: a channel that no student code can reach (the kernel and
 the check servers are started without it, and nothing is written to a shared folder). With a sandbox the
 worker itself runs in its own box (``sandbox.worker_command``) and starts every process that runs student code,
@@ -18,11 +19,17 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     channel = int(argv[1])
     os.set_inheritable(channel, False)  # no process the worker starts gets it
-    job = json.loads(sys.stdin.read())
+    import jupyter_client.manager  # noqa: F401  (imported now, before the job comes)
+    import nbclient  # noqa: F401
+
     from labkit import serving
+    from labkit.checks import names
     from labkit.grading import sandbox
     from labkit.grading.lab import Lab, Options
     from labkit.grading.notebook import grade_notebook
+
+    names(argv[2])  # the lab's checks
+    job = json.loads(sys.stdin.read())
 
     policy = sandbox.Policy(**job["policy"]) if job.get("policy") else None
     if policy is not None:
