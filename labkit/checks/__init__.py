@@ -198,6 +198,26 @@ def safe_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def finite_scores(value, n: int, call: str) -> np.ndarray:
+    """``value`` as ``n`` finite scores, one per row, or a ``Fail`` that says what came back."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise Fail(f"{call} returned {safe_repr(value)}; return one number per row.") from None
+    if array.shape not in ((n,), (n, 1)):
+        raise Fail(f"{call} returned shape {array.shape}; expected {n} scores, one per row.")
+    if not np.isfinite(array).all():
+        raise Fail(f"{call} returned NaN or infinite scores; every score must be a finite number.")
+    return array.reshape(n)
+
+
+def roc_auc(clean: np.ndarray, flagged: np.ndarray) -> float:
+    """ROC AUC: the probability that a row that should be flagged scores above a clean one (ties count half)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(flagged))], np.r_[clean, flagged]))
+
+
 @contextmanager
 def _time_limit(seconds: float):
     """Interrupt student code that runs too long (main thread on POSIX only)."""

@@ -7,30 +7,12 @@ import math
 import numpy as np
 
 from labkit.checks import (
-    Fail, call, expect_function, model_folder_repository, number, read_model_folder, register, safe_repr,
-    serve_for_check, server_error_reason,
+    Fail, call, expect_function, finite_scores, model_folder_repository, number, read_model_folder, register, safe_repr,
+    roc_auc, serve_for_check, server_error_reason,
 )
 from labkit.data import corrupt_rows, digit_outliers, load_digits
 
 
-def _scores(value, n: int, call: str) -> np.ndarray:
-    """``value`` as ``n`` finite scores, or a ``Fail`` that says what came back."""
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise Fail(f"{call} returned {safe_repr(value)}; return one number per row.") from None
-    if array.shape not in ((n,), (n, 1)):
-        raise Fail(f"{call} returned shape {array.shape}; expected {n} scores, one per row.")
-    if not np.isfinite(array).all():
-        raise Fail(f"{call} returned NaN or infinite scores; every score must be a finite number.")
-    return array.reshape(n)
-
-
-def _auc(clean: np.ndarray, outliers: np.ndarray) -> float:
-    """ROC AUC: the probability that an outlier scores above a clean row (ties count half)."""
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(outliers))], np.r_[clean, outliers]))
 
 
 # -- exercise 1: Mahalanobis ---------------------------------------------------------------------
@@ -64,7 +46,7 @@ def _flags_and_scores(result, n: int, call: str):
     if flags.shape not in ((n,), (n, 1)) or not np.isin(flags, [0, 1]).all():
         raise Fail(f"{call}: data['is_outlier'] should hold {n} values 0/1 (or booleans), one per row; "
                    f"got shape {flags.shape}.")
-    return flags.reshape(n).astype(bool), _scores(scores, n, f"{call}['data']['instance_score']")
+    return flags.reshape(n).astype(bool), finite_scores(scores, n, f"{call}['data']['instance_score']")
 
 
 @register(
@@ -105,7 +87,7 @@ def mahalanobis(answer, rng):
             raise Fail(f"{shown} flags {rate:.1%} of 4000 new clean rows from the same source; a threshold "
                        f"set for fpr={fpr} should flag about {fpr:.0%}. Set it from the scores of the "
                        "reference rows, not from a formula that assumes Gaussian data.")
-        auc = _auc(clean_scores, out_scores)
+        auc = roc_auc(clean_scores, out_scores)
         if auc < 0.9:
             raise Fail(f"{shown}: instance scores separate clean rows from rows stitched from other rows with "
                        f"ROC AUC {auc:.2f} only; the Mahalanobis distance reaches well above 0.9. Does your "
@@ -126,7 +108,8 @@ def _expect_score_and_threshold(detector, rows, scores, flags, shown):
     if not callable(score):
         raise Fail(f"{shown} has no score method; keep score(X), the distance of each row, as a method: the "
                    "lab's next cells use it.")
-    again = _scores(call(score, f"{shown}.score(X)", rows.copy()), len(rows), f"{shown}.score(<{len(rows)} rows>)")
+    again = finite_scores(call(score, f"{shown}.score(X)", rows.copy()), len(rows),
+                          f"{shown}.score(<{len(rows)} rows>)")
     if not np.allclose(again, scores, rtol=1e-6, atol=1e-9):
         raise Fail(f"{shown}.score(X) differs from predict(X)['data']['instance_score'] for the same rows.")
     try:
@@ -198,8 +181,8 @@ def vae_score(answer, rng):
         order = rng.permutation(len(rows))
         shown = f"outlier_score(<{len(rows)} rows of 64 pixels>)"
         scores = np.empty(len(rows))
-        scores[order] = _scores(call(score, shown, rows[order].copy()), len(rows), shown)
-        auc = _auc(scores[: len(clean)], scores[len(clean) :])
+        scores[order] = finite_scores(call(score, shown, rows[order].copy()), len(rows), shown)
+        auc = roc_auc(scores[: len(clean)], scores[len(clean) :])
         if auc < floor:
             raise Fail(f"Your scores separate hidden clean test digits from '{kind}' outliers with ROC AUC "
                        f"{auc:.2f}; a working autoencoder score reaches at least {floor}. Higher scores must "
@@ -207,7 +190,7 @@ def vae_score(answer, rng):
                        "reconstruction?")
         results.append(f"{kind} {auc:.2f}")
         ratios.append(scores / np.maximum(_reconstruction_error(encoder, decoder, rows.astype(np.float32)), 1e-12))
-    again = _scores(call(score, "outlier_score(<50 rows>)", clean[:50].copy()), 50, "outlier_score(<50 rows>)")
+    again = finite_scores(call(score, "outlier_score(<50 rows>)", clean[:50].copy()), 50, "outlier_score(<50 rows>)")
     if not np.allclose(again, scores[:50], rtol=1e-4, atol=1e-6):
         raise Fail("outlier_score gives different scores for the same rows on a second call; decode the "
                    "latent mean instead of a random sample, so that a threshold means the same every time.")

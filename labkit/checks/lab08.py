@@ -11,7 +11,8 @@ import numpy as np
 
 from labkit.adversarial import DenseNet, fgsm as reference_fgsm, load_dense, numeric_gradient, pgd as reference_pgd
 from labkit.checks import (
-    Fail, expect_function, model_folder_repository, register, safe_repr, serve_for_check, server_error_reason,
+    Fail, expect_function, finite_scores, model_folder_repository, register, roc_auc, safe_repr, serve_for_check,
+    server_error_reason,
 )
 from labkit.data import load_digits
 
@@ -159,22 +160,6 @@ def pgd(answer, rng):
 SCORE_FLOORS = {"FGSM": 0.8, "PGD": 0.8, "confident PGD": 0.65}
 
 
-def _scores(value, n: int, call: str) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise Fail(f"{call} returned {safe_repr(value)}; return one number per row.") from None
-    if array.shape not in ((n,), (n, 1)):
-        raise Fail(f"{call} returned shape {array.shape}; expected {n} scores, one per row.")
-    if not np.isfinite(array).all():
-        raise Fail(f"{call} returned NaN or infinite scores; every score must be a finite number.")
-    return array.reshape(n)
-
-
-def _auc(clean: np.ndarray, attacked: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(attacked))], np.r_[clean, attacked]))
 
 
 def _probabilities(predict_proba, rows: np.ndarray, call: str) -> np.ndarray:
@@ -229,8 +214,8 @@ def adversarial_score(answer, rng):
     right = _probabilities(predict_proba, x, "predict_proba(<120 images>)").argmax(axis=1) == y
     x, y = x[right], y[right]
     call = "adversarial_score(<rows>)"
-    clean = _scores(score(x.copy()), len(x), call)
-    again = _scores(score(x[:40].copy()), 40, call)
+    clean = finite_scores(score(x.copy()), len(x), call)
+    again = finite_scores(score(x[:40].copy()), 40, call)
     if not np.allclose(again, clean[:40], rtol=1e-4, atol=1e-7):
         raise Fail("adversarial_score gives different scores for the same rows on a second call; a threshold "
                    "needs the same score every time.")
@@ -238,8 +223,8 @@ def adversarial_score(answer, rng):
     for name, adv in _attacks(predict_proba, x, y, rng):
         if len(adv) < 10:
             continue  # the classifier resisted this attack; nothing to detect
-        attacked = _scores(score(adv.astype(np.float32)), len(adv), call)
-        auc = _auc(clean, attacked)
+        attacked = finite_scores(score(adv.astype(np.float32)), len(adv), call)
+        auc = roc_auc(clean, attacked)
         if auc < SCORE_FLOORS[name]:
             hint = (" Confident mistakes look like clean inputs to the classifier's confidence: the score must "
                     "compare predictions on the input and on its reconstruction.") if name == "confident PGD" else ""
