@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+import labkit.files
+
 from labkit.checks import Feedback, check
 from labkit.jupyter import progress
 
@@ -51,7 +53,7 @@ def test_a_crash_mid_write_keeps_the_previous_file(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(progress.json, "dump", crash)
+    monkeypatch.setattr(labkit.files.os, "fsync", crash)  # the new text is written, not yet on disk
     with pytest.raises(OSError):
         progress.store(feedback(name="01.request").record(), path)
     assert path.read_text() == before

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import html
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from labkit.files import write_atomically as _atomic
 from labkit.grading.lab import STATUSES, Lab, Result
 
 _LABELS = {"passed": "passed", "failed": "not yet", "not_attempted": "not attempted", "error": "error"}
@@ -99,32 +97,6 @@ def read_results(out: Path | str) -> dict[str, Result]:
         if f"{result.student}.json" == path.name:
             results[result.student] = result
     return results
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _atomic(path: Path, text: str, *, unless_same: bool = False) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half of one."""
-    if unless_same:
-        try:
-            if path.read_text() == text:
-                return
-        except OSError:
-            pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # as an ordinary file would be, not mkstemp's 0600
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _summary(lab: Lab, results: list[Result]) -> dict:

@@ -12,14 +12,14 @@ Recording happens in Jupyter kernels only (not in a plain ``pytest`` or script r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from labkit.files import write_atomically
 
 VERSION = 1
 OFF_VALUES = {"0", "off", "false", "no"}
@@ -78,17 +78,7 @@ def store(feedback_record: dict, path: Path | None = None) -> dict:
 
 
 def _write_atomically(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".progress-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _in_kernel() -> bool:
