@@ -30,7 +30,8 @@ SOURCES = {
     # Helm validates the chart's defaults merged with the user's values, so the defaults come along.
     "z2jh_defaults": ("jupyterhub/values.yaml", "z2jh_defaults.json"),
 }
-REFS = {"kserve": "v0.20.0", "seldon_model": "v2.10.2", "seldon_experiment": "v2.10.2", "z2jh": "4.3.2", "z2jh_defaults": "4.3.2"}
+REFS = {"kserve": "v0.20.0", "seldon_model": "v2.10.2", "seldon_experiment": "v2.10.2", "z2jh": "4.3.2",
+        "z2jh_defaults": "4.3.2"}
 # Predictor fields the labs never write; everything else of the predictor is kept whole.
 KSERVE_TRIMMED = {"affinity", "volumes", "workerSpec", "initContainers", "huggingface", "lightgbm", "onnx",
                   "paddle", "pmml", "pytorch", "sklearn", "tensorflow", "triton", "xgboost",
@@ -54,8 +55,8 @@ def crd_schema(text: str, version: str) -> dict:
 
 
 def git_show(git_dir: str, ref: str, path: str) -> tuple[str, str]:
-    commit = subprocess.run(["git", "--git-dir", git_dir, "rev-parse", f"{ref}^{{commit}}"], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(["git", "--git-dir", git_dir, "rev-parse", f"{ref}^{{commit}}"], capture_output=True,
+                            text=True, check=True).stdout.strip()
     text = subprocess.run(["git", "--git-dir", git_dir, "show", f"{commit}:{path}"], capture_output=True,
                           text=True, check=True).stdout
     return commit, text

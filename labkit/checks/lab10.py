@@ -31,7 +31,7 @@ def quantity(value) -> float | None:
 
 
 # -- exercise 1 -------------------------------------------------------------------------------------------------
-def _hidden_folder(rng, implementation):
+def _hidden_folder(rng, implementation, cpu):
     """A model folder as the manifest needs it: its settings, where its files are stored, and its budget."""
     stem = "".join(rng.choice(list(string.ascii_lowercase), size=int(rng.integers(4, 9))))
     name = f"{stem}-{platforms.FORMATS[implementation]}-{int(rng.integers(1, 99))}"
@@ -39,7 +39,6 @@ def _hidden_folder(rng, implementation):
                                                                                 "version": f"v{rng.integers(1, 9)}"}}
     bucket = rng.choice(["s3://models", "gs://ml-artefacts", "pvc://model-store"])
     storage_uri = f"{bucket}/{name}/{settings['parameters']['version']}"
-    cpu = float(rng.choice([0.25, 0.5, 1, 2]))
     memory_mb = int(rng.integers(200, 4000))
     return settings, storage_uri, cpu, memory_mb
 
@@ -69,8 +68,10 @@ def _get(document, *path):
 )
 def kserve_manifest(answer, rng):
     expect_function(answer, "kserve_manifest", "settings, storage_uri, cpu and memory_mb")
-    for implementation in rng.permutation(sorted(platforms.FORMATS)):  # every format on every call
-        settings, uri, cpu, memory_mb = _hidden_folder(rng, str(implementation))
+    # every format and every kind of cpu figure (whole and fractional cores) on every call
+    for implementation, cpu in zip(rng.permutation(sorted(platforms.FORMATS)), rng.permutation([0.25, 0.5, 1, 2]),
+                                   strict=True):
+        settings, uri, cpu, memory_mb = _hidden_folder(rng, str(implementation), float(cpu))
         shown = f"kserve_manifest(<settings of {settings['name']}>, {uri!r}, {cpu:g}, {memory_mb})"
         manifest = json_roundtrip(call(answer, shown, json_roundtrip(settings, "settings"), uri, cpu, memory_mb),
                                   f"what {shown} returned")

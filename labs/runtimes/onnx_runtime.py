@@ -44,7 +44,8 @@ class OnnxModel(MLModel):
         if not np.issubdtype(rows.dtype, np.number):
             raise InferenceError(f"{self.name} takes numbers; got {rows.dtype}")
         # The converted graph computes in float32, as most ONNX models do.
-        results = self._session.run([self._outputs[name] for name in wanted], {self._input.name: rows.astype(np.float32)})
+        feed = {self._input.name: rows.astype(np.float32)}
+        results = self._session.run([self._outputs[name] for name in wanted], feed)
         outputs = [self.encode(np.asarray(y), RequestOutput(name=name), default_codec=NumpyCodec)
                    for name, y in zip(wanted, results, strict=True)]
         return InferenceResponse(model_name=self.name, model_version=self.version, outputs=outputs)
