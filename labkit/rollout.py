@@ -4,7 +4,8 @@
     >>> plan = rollout.Rollout(router, [rollout.set_weight(0.1), rollout.analyse(3),
     ...                                 rollout.set_weight(0.5), rollout.analyse(3)],
     ...                        rollout.Guardrails(max_error_rate=0.02, max_latency=0.2), audit="audit.jsonl")
-    >>> plan.start()                       # runs in the background while traffic flows (labkit.load.run)
+    >>> plan.start()                       # runs in the background while traffic flows:
+    >>> load.run(router, "diagnosis", X, rate=50, duration=60, stop=plan.ended)   # until the rollout decides
     >>> plan.wait()                        # "promoted", "rolled back", "paused" or "aborted"
     >>> rollout.read_audit("audit.jsonl")  # every decision, with its reasons and numbers
 
@@ -51,6 +52,7 @@ class Step:
     kind: str  # "set_weight", "analyse" or "pause"
     weight: float | None = None
     seconds: float | None = None
+    longest: float | None = None  # analyse: the most seconds its window may grow to while traffic is too thin
 
     def __str__(self) -> str:
         if self.kind == "set_weight":
@@ -66,10 +68,16 @@ def set_weight(weight: float) -> Step:
     return Step("set_weight", weight=float(weight))
 
 
-def analyse(seconds: float) -> Step:
+def analyse(seconds: float, longest: float | None = None) -> Step:
+    """An analysis window of ``seconds``; while it holds fewer than ``min_requests`` requests to the candidate it
+    grows, up to ``longest`` seconds (None: 4 x ``seconds``), and only then is it inconclusive. So a slow machine
+    or a quiet hour waits for evidence instead of asking a person at once."""
     if not seconds > 0:
         raise ValueError(f"an analysis window lasts more than 0 s, not {seconds!r}")
-    return Step("analyse", seconds=float(seconds))
+    longest = 4 * float(seconds) if longest is None else float(longest)
+    if longest < seconds:
+        raise ValueError(f"longest ({longest:g} s) must be at least seconds ({seconds:g} s)")
+    return Step("analyse", seconds=float(seconds), longest=longest)
 
 
 def pause(seconds: float | None = None) -> Step:
@@ -84,6 +92,8 @@ class Guardrails:
 
     max_error_rate    failed requests / requests (errors of any kind: HTTP 5xx and 4xx, timeouts, unreachable)
     max_latency       seconds, at ``latency_quantile`` of the router's latency histogram
+    max_latency_increase  seconds the candidate's quantile may exceed stable's in the same window (None: not
+                      checked); unlike ``max_latency``, a machine that is slow for everyone does not trip it
     max_disagreement  share of shadow rows that differ from stable's answer (None: not checked)
     min_requests      fewer requests than this in a window: inconclusive
     model_checks      name -> (measure, limit): ``measure(window)`` returns a number (or None: not enough to tell)
@@ -94,6 +104,7 @@ class Guardrails:
     max_error_rate: float = 0.02
     max_latency: float = 0.25
     latency_quantile: float = 0.95
+    max_latency_increase: float | None = None
     max_disagreement: float | None = None
     min_requests: int = 50
     model_checks: dict[str, tuple[Callable[[Window], float | None], float]] = field(default_factory=dict)
@@ -115,6 +126,7 @@ class Window:
     disagreement: float | None  # share of them that differed; None when none were compared
     before: metrics.Scrape = field(repr=False)
     after: metrics.Scrape = field(repr=False)
+    stable_latency: float = float("nan")  # stable's latency at ``quantile`` in the same window
 
     @property
     def error_rate(self) -> float:
@@ -124,7 +136,8 @@ class Window:
         """Plain numbers, for the audit log and tables."""
         return {"version": self.version, "seconds": round(self.seconds, 3), "requests": self.requests,
                 "errors": dict(self.errors), "error_rate": _round(self.error_rate),
-                f"p{self.quantile * 100:g}_s": _round(self.latency), "compared_rows": self.compared_rows,
+                f"p{self.quantile * 100:g}_s": _round(self.latency),
+                f"stable_p{self.quantile * 100:g}_s": _round(self.stable_latency), "compared_rows": self.compared_rows,
                 "disagreement": _round(self.disagreement)}
 
 
@@ -156,7 +169,9 @@ def measure(before: metrics.Scrape, after: metrics.Scrape, model: str, version: 
         requests=int(round(metrics.increase(before, after, "router_requests_total", **labels))), errors=errors,
         latency=metrics.quantile(before, after, "router_request_duration_seconds", quantile, **labels),
         quantile=quantile, compared_rows=int(rows), disagreement=differing / rows if rows else None,
-        before=before, after=after)
+        before=before, after=after,
+        stable_latency=metrics.quantile(before, after, "router_request_duration_seconds", quantile, model=model,
+                                        version=stable))
 
 
 def judge(window: Window, guardrails: Guardrails) -> Verdict:
@@ -175,6 +190,13 @@ def judge(window: Window, guardrails: Guardrails) -> Verdict:
     slow = not window.latency <= g.max_latency  # NaN (every request failed) counts as too slow
     (failures if slow else passed).append(
         f"{q} latency {window.latency * 1000:.0f} ms {'>' if slow else '<='} {g.max_latency * 1000:.0f} ms")
+    if g.max_latency_increase is not None and window.version != window.stable \
+            and not math.isnan(window.stable_latency):
+        increase = window.latency - window.stable_latency
+        bad = not increase <= g.max_latency_increase
+        (failures if bad else passed).append(
+            f"{q} latency {increase * 1000:+.0f} ms against {window.stable}'s "
+            f"{window.stable_latency * 1000:.0f} ms {'>' if bad else '<='} +{g.max_latency_increase * 1000:.0f} ms")
     if g.max_disagreement is not None and window.disagreement is not None:
         bad = window.disagreement > g.max_disagreement
         (failures if bad else passed).append(
@@ -194,9 +216,10 @@ def judge(window: Window, guardrails: Guardrails) -> Verdict:
     return Verdict(FAILURE if failures else SUCCESS, failures or passed, window, values)
 
 
-def label_shift(value: str, output: str | None = None) -> Callable[[Window], float | None]:
+def label_shift(value: str, output: str | None = None, min_rows: int = 100) -> Callable[[Window], float | None]:
     """A model check: how far the candidate's share of rows answered ``value`` is from stable's (absolute
-    difference, from the router's ``router_output_rows_total``); None while either has no rows."""
+    difference, from the router's ``router_output_rows_total``); None while either has fewer than ``min_rows``
+    rows in the window (a share of a few rows is mostly noise: its standard error is about 0.5 / sqrt(rows))."""
 
     def shift(window: Window) -> float | None:
         shares = []
@@ -204,7 +227,7 @@ def label_shift(value: str, output: str | None = None) -> Callable[[Window], flo
             labels = {"model": window.model, "version": version, **({"output": output} if output else {})}
             total = metrics.increase(window.before, window.after, "router_output_rows_total", **labels)
             hits = metrics.increase(window.before, window.after, "router_output_rows_total", value=value, **labels)
-            if not total:
+            if total < max(min_rows, 1):
                 return None
             shares.append(hits / total)
         return abs(shares[0] - shares[1])
@@ -277,13 +300,21 @@ class Rollout:
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.ended = threading.Event()  # set whenever run() returns: promoted, rolled back, aborted or paused
 
     # -- running ----------------------------------------------------------
     def run(self) -> str:
         """Run the steps from where the rollout stands, in this thread; returns the status."""
+        try:
+            return self._run()
+        finally:
+            self.ended.set()
+
+    def _run(self) -> str:
         with self._lock:
             if self.status in (PROMOTED, ROLLED_BACK, ABORTED):
                 return self.status
+            self.ended.clear()
             self._log("start" if self._next == 0 else "resume", step=self._next)
             self.status = RUNNING
         stop_scraping = threading.Event()
@@ -375,7 +406,7 @@ class Rollout:
             else:
                 self._stop.wait(step.seconds)
         else:
-            verdict = self._analyse(step.seconds)
+            verdict = self._analyse(step.seconds, step.longest or step.seconds)
             if verdict is None:
                 return  # someone ended the rollout meanwhile
             self.verdicts.append(verdict)
@@ -390,14 +421,18 @@ class Rollout:
                     self.status, self.reason = PAUSED, f"inconclusive: {'; '.join(verdict.reasons)}"
                     self._log("pause", step=index, reason=self.reason)
 
-    def _analyse(self, seconds: float) -> Verdict | None:
+    def _analyse(self, seconds: float, longest: float) -> Verdict | None:
         before = metrics.scrape(self.router)
         if self._stop.wait(seconds):
             return None
-        after = metrics.scrape(self.router)
-        window = measure(before, after, self.router.config["model"], self.candidate, self.stable,
-                         self.guardrails.latency_quantile)
-        return judge(window, self.guardrails)
+        while True:
+            after = metrics.scrape(self.router)
+            window = measure(before, after, self.router.config["model"], self.candidate, self.stable,
+                             self.guardrails.latency_quantile)
+            if window.requests >= self.guardrails.min_requests or window.seconds >= longest:
+                return judge(window, self.guardrails)
+            if self._stop.wait(min(0.25, longest - window.seconds)):
+                return None
 
     def _scrape_until(self, stop: threading.Event) -> None:
         while True:

@@ -34,8 +34,8 @@ and ``router_shadow_disagreements_total`` (rows whose compared output differs fr
 
 The payload log (``payload_log=PATH``) gets one JSON line per answer: ``time``, ``id`` (the request's ``id``,
 made up when the client sent none, and passed on to the server so its answer carries it too), ``model``,
-``version``, ``role`` (``primary`` or ``shadow``), ``status``, ``latency`` (s), ``inputs`` and ``outputs`` (V2
-JSON), so labels that arrive later can be joined on ``id``.
+``version``, ``role`` (``primary`` or ``shadow``), ``session`` (the sticky header's value, or None), ``status``,
+``latency`` (s), ``inputs`` and ``outputs`` (V2 JSON), so labels that arrive later can be joined on ``id``.
 
 The router runs as its own process on a free port of 127.0.0.1 (a small Starlette app under uvicorn) supervised as
 ``labkit.serving`` supervises MLServer: it ends when ``stop()`` is called, when the kernel exits, and when the
@@ -470,7 +470,8 @@ def build_app(config: dict):
             differ = x.astype(str) != y.astype(str)
         return len(x), int(differ.any(axis=1).sum())
 
-    async def mirror(route: Route, content: bytes, request_id: str, doc: Any, primary: asyncio.Future) -> None:
+    async def mirror(route: Route, content: bytes, request_id: str, doc: Any, primary: asyncio.Future,
+                     session: str | None) -> None:
         start = time.perf_counter()
         status, body, kind = await call(route, content, "shadow")
         latency = time.perf_counter() - start
@@ -490,7 +491,7 @@ def build_app(config: dict):
                 s_rows.labels(model, route.name, primary_name).inc(compared[0])
                 s_disagree.labels(model, route.name, primary_name).inc(compared[1])
         write({"time": time.time(), "id": request_id, "model": model, "version": route.name, "role": "shadow",
-               "status": status, "latency": latency, "inputs": _inputs(doc),
+               "session": session, "status": status, "latency": latency, "inputs": _inputs(doc),
                "outputs": answer.get("outputs") if isinstance(answer, dict) else None})
 
     async def infer(request: Request) -> Response:
@@ -509,12 +510,13 @@ def build_app(config: dict):
         else:  # not JSON: the server will say what is wrong with it
             request_id, content = uuid.uuid4().hex, body
         route = routes[version] if version is not None else choose(request)
+        session = request.headers.get(state["sticky_header"])
         primary: asyncio.Future | None = None
         shadow = state["shadow"]
         if version is None and shadow is not None and rng.random() < state["mirror"]:
             if len(shadows) < MAX_SHADOW_IN_FLIGHT:
                 primary = asyncio.get_running_loop().create_future()
-                task = asyncio.create_task(mirror(shadow, content, request_id, doc, primary))
+                task = asyncio.create_task(mirror(shadow, content, request_id, doc, primary, session))
                 shadows.add(task)
                 task.add_done_callback(shadows.discard)
             else:
@@ -539,7 +541,7 @@ def build_app(config: dict):
         if primary is not None:
             primary.set_result((route.name, answer))
         write({"time": time.time(), "id": request_id, "model": model, "version": route.name, "role": "primary",
-               "status": status, "latency": latency, "inputs": _inputs(doc),
+               "session": session, "status": status, "latency": latency, "inputs": _inputs(doc),
                "outputs": answer.get("outputs") if isinstance(answer, dict) else None})
         return Response(reply, status_code=status, media_type="application/json", headers=headers)
 

@@ -213,13 +213,16 @@ def test_killing_the_candidate_mid_rollout_rolls_back(server, dataset, models, r
 
 
 def test_rollout_promotes_a_good_candidate_and_pauses_without_traffic(server, rows):
-    steps = [rollout.set_weight(0.3), rollout.analyse(1.0), rollout.set_weight(0.6), rollout.analyse(1.0)]
+    steps = [rollout.set_weight(0.3), rollout.analyse(1.0, longest=1.5), rollout.set_weight(0.6),
+             rollout.analyse(1.0, longest=1.5)]
     with Router("diagnosis", Route("v1", server, "v1"), Route("v2", server, "v2")) as router:
         idle = rollout.Rollout(router, steps, rollout.Guardrails(min_requests=10))
         assert idle.run() == rollout.PAUSED and "too little traffic" in idle.reason
         assert idle.abort("no traffic to judge by") == rollout.ABORTED and router.state()["weight"] == 0
         plan = rollout.Rollout(router, steps, rollout.Guardrails(min_requests=10, max_latency=1.0)).start()
-        load.run(router, "diagnosis", rows, concurrency=4, requests=None, duration=2.5, progress=False)
+        result = load.run(router, "diagnosis", rows, concurrency=4, requests=None, duration=30, stop=plan.ended,
+                          progress=False)
+        assert result.stopped_by == "interrupted", "the load ends when the rollout decides"
         assert plan.wait(10) == rollout.PROMOTED, plan.reason
         state = router.state()
     assert state["stable"]["name"] == "v2" and state["candidate"] is None
