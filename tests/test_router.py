@@ -84,10 +84,11 @@ def test_weighted_shares_within_binomial_tolerance(server, rows):
     assert binomtest(int(seen["v2"]), 2000, 0.3).pvalue > 0.001, seen
 
 
-def test_sticky_clients_never_switch_and_only_move_to_the_candidate(server, rows):
+def test_sticky_clients_never_switch_and_only_move_to_the_candidate(server, rows, tmp_path):
     body = json.loads(labkit.client.rest_body(rows[0]))
-    with Router("diagnosis", Route("v1", server, "v1"), Route("v2", server, "v2"), weight=0.4) as router, \
-            httpx.Client(base_url=router.url, trust_env=False) as http:
+    payloads = tmp_path / "payloads.jsonl"
+    with Router("diagnosis", Route("v1", server, "v1"), Route("v2", server, "v2"), weight=0.4,
+                payload_log=payloads) as router, httpx.Client(base_url=router.url, trust_env=False) as http:
         def route_of(client):
             reply = http.post("/v2/models/diagnosis/infer", json=body, headers={"x-session-id": client})
             assert reply.status_code == 200
@@ -103,6 +104,9 @@ def test_sticky_clients_never_switch_and_only_move_to_the_candidate(server, rows
         later = {c: route_of(c) for c in clients}
     assert all(later[c] == "v2" for c in clients if first[c] == "v2"), "a client on the candidate moved back"
     assert sum(v == "v2" for v in later.values()) > sum(v == "v2" for v in first.values())
+    logged = [json.loads(line) for line in payloads.read_text().splitlines()]
+    assert len(logged) == 4 * len(clients) and {e["session"] for e in logged} == set(clients)
+    assert all(e["version"] == first[e["session"]] for e in logged[:3 * len(clients)])
 
 
 @pytest.mark.parametrize("shadow", ["slow", "broken", "unreachable"])
