@@ -531,46 +531,65 @@ def smoke_check(model: str, payload: Any) -> Callable[[Any], Any]:
 
 
 # -- plots ---------------------------------------------------------------------------------------------------------
-def timeline(rollout: Rollout) -> list[dict]:
-    """Per interval between the rollout's scrapes: time, each route's share of requests, the candidate's error
-    rate and latency quantile (plain data for a table or ``plot``)."""
+def timeline(rollout: Rollout, every: float = 0.5) -> list[dict]:
+    """Per interval of at least ``every`` seconds between the rollout's scrapes: the time, the candidate's weight
+    (as set at the interval's start) and its share of the requests (as routed), its error rate, and its and
+    stable's latency quantile (plain data for a table or ``plot``)."""
     model, q = rollout.router.config["model"], rollout.guardrails.latency_quantile
     versions = (rollout.stable, rollout.candidate)
+    picked = rollout.scrapes[:1]
+    for scrape in rollout.scrapes[1:]:
+        if scrape.time - picked[-1].time >= every or scrape is rollout.scrapes[-1]:
+            picked.append(scrape)
     rows = []
-    t0 = rollout.scrapes[0].time if rollout.scrapes else 0.0
-    for a, b in zip(rollout.scrapes, rollout.scrapes[1:], strict=False):
+    t0 = picked[0].time if picked else 0.0
+    for a, b in zip(picked, picked[1:], strict=False):
         counts = {v: metrics.increase(a, b, "router_requests_total", model=model, version=v) for v in versions}
         total = sum(counts.values())
         window = measure(a, b, model, rollout.candidate, rollout.stable, q)
-        rows.append({"time": b.time - t0, "requests": total,
+        rows.append({"start": a.time - t0, "time": b.time - t0, "requests": total,
+                     "weight": a.value("router_weight", model=model, version=rollout.candidate),
                      "candidate_share": counts[rollout.candidate] / total if total else math.nan,
-                     "error_rate": window.error_rate, "latency": window.latency})
+                     "error_rate": window.error_rate, "latency": window.latency,
+                     "stable_latency": window.stable_latency})
     return rows
 
 
 def plot(rollout: Rollout, title: str | None = None):
-    """Traffic share, error rate and latency of the candidate over the rollout, with its decisions marked."""
+    """Weight and traffic share, error rate and latency of the candidate over the rollout (stable's latency for
+    comparison, the guardrails dashed), with its decisions marked."""
     import matplotlib.pyplot as plt
 
     rows = timeline(rollout)
     fig, axes = plt.subplots(3, 1, figsize=(7, 5.5), sharex=True)
-    t = [r["time"] for r in rows]
+    t = [r["start"] for r in rows[:1]] + [r["time"] for r in rows]
+
+    def steps(ax, key, scale=1.0, **style):
+        values = [r[key] * scale for r in rows]
+        ax.stairs(values, t, baseline=None, **style)
+
     g = rollout.guardrails
-    axes[0].step(t, [r["candidate_share"] for r in rows], where="pre", color="tab:orange")
-    axes[0].set(ylabel=f"share to {rollout.candidate}", ylim=(-0.05, 1.05))
-    axes[1].step(t, [r["error_rate"] for r in rows], where="pre", color="crimson")
+    steps(axes[0], "candidate_share", color="tab:orange", label="share of requests")
+    steps(axes[0], "weight", color="black", ls=":", label="weight set")
+    axes[0].set(ylabel=f"to {rollout.candidate}", ylim=(-0.05, 1.05))
+    axes[0].legend(loc="upper left", fontsize=8)
+    steps(axes[1], "error_rate", color="crimson")
     axes[1].axhline(g.max_error_rate, color="grey", ls="--", lw=1)
     axes[1].set(ylabel="error rate")
-    axes[2].step(t, [r["latency"] * 1000 for r in rows], where="pre", color="tab:blue")
-    axes[2].axhline(g.max_latency * 1000, color="grey", ls="--", lw=1)
+    steps(axes[2], "latency", 1000, color="tab:blue", label=rollout.candidate)
+    steps(axes[2], "stable_latency", 1000, color="grey", label=rollout.stable)
+    if g.max_latency * 1000 < 3 * max([r["latency"] * 1000 for r in rows if r["latency"] == r["latency"]] or [0]):
+        axes[2].axhline(g.max_latency * 1000, color="grey", ls="--", lw=1)
     axes[2].set(ylabel=f"p{g.latency_quantile * 100:g} ms", xlabel="seconds")
+    axes[2].legend(loc="upper left", fontsize=8)
     t0 = rollout.scrapes[0].time if rollout.scrapes else 0.0
     colours = {"rollback": "crimson", "promote": "green", "pause": "grey", "abort": "black"}
     for when, action in rollout.marks:
         if action in colours:
             for ax in axes:
                 ax.axvline(when - t0, color=colours[action], lw=1.5, alpha=0.7)
-            axes[0].annotate(action, (when - t0, 1.0), fontsize=8, color=colours[action], ha="left", va="top")
+            axes[0].annotate(action, (when - t0, 1.0), fontsize=8, color=colours[action], ha="right", va="top",
+                             rotation=90)
     fig.suptitle(title or f"{rollout.name}: {rollout.status}")
     fig.tight_layout()
     return fig
