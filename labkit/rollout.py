@@ -187,9 +187,12 @@ def judge(window: Window, guardrails: Guardrails) -> Verdict:
     (failures if window.error_rate > g.max_error_rate else passed).append(
         f"{line} {'>' if window.error_rate > g.max_error_rate else '<='} {g.max_error_rate:.1%}")
     q = f"p{window.quantile * 100:g}"
-    slow = not window.latency <= g.max_latency  # NaN (every request failed) counts as too slow
-    (failures if slow else passed).append(
-        f"{q} latency {window.latency * 1000:.0f} ms {'>' if slow else '<='} {g.max_latency * 1000:.0f} ms")
+    slow = not window.latency <= g.max_latency  # NaN (no answer timed) counts as too slow
+    if math.isnan(window.latency):
+        failures.append(f"{q} latency unknown: no answer of {window.version} was timed")
+    else:
+        (failures if slow else passed).append(
+            f"{q} latency {window.latency * 1000:.0f} ms {'>' if slow else '<='} {g.max_latency * 1000:.0f} ms")
     if g.max_latency_increase is not None and window.version != window.stable \
             and not math.isnan(window.stable_latency):
         increase = window.latency - window.stable_latency

@@ -278,3 +278,45 @@ def test_router_dies_with_its_owner():
         owner.send_signal(signal.SIGKILL)
         owner.wait()
     assert wait_gone([pid], 5.0) == []
+
+
+def test_router_dies_with_its_kernel():
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        out = []
+        code = ("from labkit.router import Route, Router\n"
+                "router = Router('m', Route('stable', 'http://127.0.0.1:9')).start()\nprint(router.pid)")
+        reply = kc.execute_interactive(code, timeout=60, output_hook=out.append)
+        assert reply["content"]["status"] == "ok"
+        pid = int("".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream").split()[-1])
+        assert wait_gone([pid], 0.5) == [pid]
+        km.restart_kernel(now=True)  # kills the kernel like a crash would
+        assert wait_gone([pid], 5.0) == []
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_judge_without_a_server():
+    """Inconclusive below min_requests; every request failed (no latency) is a failure, not a pass; a model check
+    that raises fails the candidate."""
+    page = """# TYPE router_requests_total counter
+router_requests_total{model="m",version="c"} %d
+router_requests_total{model="m",version="s"} 100
+# TYPE router_errors_total counter
+router_errors_total{model="m",version="c",status="unreachable"} %d
+"""
+    before = metrics.parse(page % (0, 0), at=0.0)
+    window = rollout.measure(before, metrics.parse(page % (5, 5), at=1.0), "m", "c", "s")
+    assert rollout.judge(window, rollout.Guardrails(min_requests=10)).outcome == rollout.INCONCLUSIVE
+    window = rollout.measure(before, metrics.parse(page % (50, 50), at=1.0), "m", "c", "s")
+    assert window.error_rate == 1.0 and window.errors == {"unreachable": 50}
+    verdict = rollout.judge(window, rollout.Guardrails(min_requests=10, max_error_rate=1.0))
+    assert verdict.outcome == rollout.FAILURE and "latency" in verdict.reasons[0]
+    healthy = rollout.measure(before, metrics.parse(page % (50, 0), at=1.0), "m", "c", "s")
+    broken_check = {"broken": (lambda w: 1 / 0, 0.1)}
+    verdict = rollout.judge(healthy, rollout.Guardrails(min_requests=10, max_latency=float("inf"),
+                                                        model_checks=broken_check))
+    assert verdict.outcome == rollout.FAILURE and any("ZeroDivisionError" in r for r in verdict.reasons)
