@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -347,7 +348,7 @@ def build_app(config: dict):
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route as Path_
+    from starlette.routing import Route as Endpoint
 
     disable_created_metrics()  # no *_created samples: they only double the page (this is the router's process)
     state = _validated({k: v for k, v in config.items() if k != "port"})
@@ -399,6 +400,14 @@ def build_app(config: dict):
             await client.aclose()
         if log:
             log.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await startup()
+        try:
+            yield
+        finally:
+            await shutdown()
 
     async def call(route: Route, content: bytes, role: str) -> tuple[int, bytes, str | None]:
         """``(status, body, error kind)``: kind None, an HTTP status, ``timeout`` or ``unreachable``."""
@@ -577,15 +586,14 @@ def build_app(config: dict):
 
     return Starlette(
         routes=[
-            Path_("/v2/models/{model}/infer", infer, methods=["POST"]),
-            Path_("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
-            Path_("/admin/state", admin_state, methods=["GET", "POST"]),
-            Path_("/admin/health", health),
-            Path_("/metrics", metrics),
-            Path_("/{path:path}", forward, methods=["GET", "POST"]),
+            Endpoint("/v2/models/{model}/infer", infer, methods=["POST"]),
+            Endpoint("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
+            Endpoint("/admin/state", admin_state, methods=["GET", "POST"]),
+            Endpoint("/admin/health", health),
+            Endpoint("/metrics", metrics),
+            Endpoint("/{path:path}", forward, methods=["GET", "POST"]),
         ],
-        on_startup=[startup],
-        on_shutdown=[shutdown],
+        lifespan=lifespan,
     )
 
 
