@@ -171,6 +171,7 @@ def run(
     rate: float | None = None,
     progress: bool = True,
     description: str | None = None,
+    stop: threading.Event | None = None,
 ) -> LoadResult:
     """Send concurrent inference requests to ``model`` and measure them.
 
@@ -188,6 +189,8 @@ def run(
                  ``run`` raises ``InferenceServerError`` with the server's reason instead of measuring failures
     timeout      seconds a request may take before it counts as an error of kind ``"timeout"``
     progress     show a ``tqdm.auto`` progress bar
+    stop         a ``threading.Event``: setting it ends the load early, like an interrupt (``stopped_by``
+                 "interrupted"), e.g. when a rollout that the load feeds has decided
     Returns a ``LoadResult``: ``throughput``, ``p50``/``p90``/``p99``/``max`` (seconds), ``errors`` by kind,
     the raw ``samples``, and ``summary()`` as plain numbers.
     """
@@ -224,6 +227,8 @@ def run(
         encoded = [grpc_request(model, p, version) for p in payloads]
 
     plan = _Plan(protocol, target, model, version, encoded, concurrency, requests, duration, warmup, timeout, rate)
+    if stop is not None:
+        plan.interrupt = stop
     bar = None
     if progress:
         from tqdm.auto import tqdm
