@@ -158,19 +158,7 @@ class Server:
         self._boxed = launcher is not None
         if self._boxed:
             command = launcher(command, [self.workdir], self._sources(), self.workdir)
-        with open(self.workdir / LOG_NAME, "ab") as log:
-            self._supervisor = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self._server_env(),
-                cwd=self.workdir,
-                # Out of the kernel's process group: an interrupt (SIGINT to the
-                # group) must not stop the server, and a kill of the group must
-                # leave the supervisor alive to clean up.
-                start_new_session=True,
-            )
+        self._supervisor = spawn_supervised(command, self.workdir, self._server_env())
         _RUNNING.add(self)
         try:
             self._wait_ready(names)
@@ -185,14 +173,7 @@ class Server:
         if sup is None:
             return
         if sup.poll() is None:
-            try:
-                sup.stdin.write(b"stop\n")  # an orderly stop: the supervisor leaves the log to us
-                sup.stdin.close()
-            except OSError:
-                pass
-            try:
-                sup.wait(timeout)
-            except subprocess.TimeoutExpired:
+            if not ask_to_stop(sup, timeout):
                 # The supervisor itself is stuck: end everything by force.
                 pid = self.pid
                 if pid and not self._boxed:
@@ -363,6 +344,57 @@ def stop_all() -> None:
 atexit.register(stop_all)
 
 
+def spawn_supervised(command: list[str], workdir: Path, env: dict) -> subprocess.Popen:
+    """Start ``command`` (a supervisor that calls ``watch_owner``) in ``workdir``, its output in the log there.
+
+    Its stdin is a pipe from this process: ``ask_to_stop`` writes to it, and it closes when this process dies.
+    """
+    with open(workdir / LOG_NAME, "ab") as log:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+            # Out of the kernel's process group: an interrupt (SIGINT to the
+            # group) must not stop the server, and a kill of the group must
+            # leave the supervisor alive to clean up.
+            start_new_session=True,
+        )
+
+
+def ask_to_stop(supervisor: subprocess.Popen, timeout: float) -> bool:
+    """An orderly stop of a ``spawn_supervised`` process; False if it did not end within ``timeout`` s."""
+    try:
+        supervisor.stdin.write(b"stop\n")  # the supervisor leaves the log to us
+        supervisor.stdin.close()
+    except OSError:
+        pass
+    try:
+        supervisor.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def watch_owner(owner: int, alive=lambda: True, poll: float = 0.5) -> str:
+    """Inside a supervised process: block until ``"stop"`` (asked on stdin), ``"orphaned"`` (the owner died:
+    its end of the stdin pipe closed, or this process was re-parented) or ``"ended"`` (``alive()`` turned false).
+    """
+    while alive():
+        ready, _, _ = select.select([sys.stdin], [], [], poll)
+        if ready:
+            received = sys.stdin.buffer.read1(1024)
+            if received.startswith(b"stop"):
+                return "stop"
+            if not received:
+                return "orphaned"
+        if os.getppid() != owner:
+            return "orphaned"
+    return "ended"
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -387,18 +419,7 @@ def _supervise(workdir: Path) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     orphaned = False
     try:
-        while proc.poll() is None:
-            ready, _, _ = select.select([sys.stdin], [], [], 0.5)
-            if ready:
-                received = sys.stdin.buffer.read1(1024)
-                if received.startswith(b"stop"):
-                    break  # stop() was called
-                if not received:
-                    orphaned = True  # the owner died: its end of the pipe closed
-                    break
-            if os.getppid() != owner:
-                orphaned = True  # the owner died and we were re-parented
-                break
+        orphaned = watch_owner(owner, lambda: proc.poll() is None) == "orphaned"
     except SystemExit:
         orphaned = True
     finally:
