@@ -11,7 +11,8 @@ Stages, in the order a request meets them:
 - **adversarial** (lab 08): the KL divergence between the classifier's probabilities on the row and on its
   reconstruction (Vacanti and Klaise, 2020); above ``adversarial_threshold`` the row is flagged;
 - **model**: the classifier's probabilities, its class and its confidence (the largest probability);
-- **drift** (lab 06): ``DriftWindow`` keeps the last ``size`` rows that no detector flagged and tests them against the reference rows
+- **drift** (lab 06): ``DriftWindow`` keeps the last ``size`` rows that no detector flagged and tests them
+  against the reference rows
   with a two-sample Kolmogorov-Smirnov test per feature and a Bonferroni correction, as alibi-detect's
   ``KSDrift`` does (scipy's ``ks_2samp``); the features are the 16 means of the 2x2-pixel blocks of
   each image (``block_means``), which are continuous where single pixels are mostly 0.
@@ -131,7 +132,7 @@ class Pipeline:
 class DriftWindow:
     """A KS drift test on the last ``size`` rows, run every ``every`` rows (the p-value holds in between)."""
 
-    def __init__(self, reference, size: int = 100, every: int = 20):
+    def __init__(self, reference, size: int = 60, every: int = 10):
         self.reference = block_means(reference)
         self.size, self.every = int(size), int(every)
         self.rows: list[np.ndarray] = []

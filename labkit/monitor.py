@@ -38,7 +38,8 @@ METRICS = {
 # what each metric is called in PromQL, as the service would export it
 PROMQL = {
     "requests": "sum(increase(labkit_requests_total[{w}])) / {hours}",
-    "error_rate": 'sum(increase(labkit_requests_total{{code=~"5.."}}[{w}])) / sum(increase(labkit_requests_total[{w}]))',
+    "error_rate": 'sum(increase(labkit_requests_total{{code=~"5.."}}[{w}]))'
+                  " / sum(increase(labkit_requests_total[{w}]))",
     "outlier_rate": "sum(increase(labkit_outliers_total[{w}])) / sum(increase(labkit_answered_total[{w}]))",
     "adversarial_rate": "sum(increase(labkit_adversarial_total[{w}])) / sum(increase(labkit_answered_total[{w}]))",
     "confidence": "sum(increase(labkit_confidence_sum[{w}])) / sum(increase(labkit_confidence_count[{w}]))",
@@ -195,12 +196,13 @@ GRACE = 3  # hours after an incident's end in which a new alarm still counts as 
 
 
 def score_alarms(raised: list[dict], incidents) -> dict:
-    """Which incidents were caught in time (an alarm at most ``incident.delay`` hours after the end of the hour
-    it started in), and which alarms were false (starting outside every incident, from its start to its end
-    plus ``GRACE``)."""
+    """Which incidents were caught in time (an alarm on a metric of the incident's stage, at most
+    ``incident.delay`` hours after the end of the hour it started in), and which alarms were false (starting
+    outside every incident, from its start to its end plus ``GRACE``)."""
     caught, delays = {}, {}
     for incident in incidents:
-        hits = [a for a in raised if incident.start < a["at"] <= incident.start + 1 + incident.delay]
+        hits = [a for a in raised if incident.start < a["at"] <= incident.start + 1 + incident.delay
+                and a["stage"] == incident.stage]
         caught[incident.kind] = hits[0]["rule"] if hits else None
         if hits:
             delays[incident.kind] = hits[0]["at"] - incident.start
