@@ -265,3 +265,22 @@ def check_prometheus_rules(text: str) -> list[str]:
                 raise ValueError(f"{rule['alert']}: the PromQL does not parse: {e}") from None
             names.append(rule["alert"])
     return names
+
+
+def summarise(records, version: str, *, cbpe: CBPE | None = None, labels: dict | None = None) -> dict:
+    """One version's figures over ``records``, as a promotion decision takes them: ``requests``,
+    ``server_errors``, ``p99_ms`` (the stages' time), ``labelled`` and ``correct`` (answered requests with a label
+    in ``labels``, ``{request_id: label}``), and ``estimated_accuracy`` (CBPE; NaN without a ``cbpe``)."""
+    mine = [r for r in records if r.get("version") == version]
+    answered = [r for r in mine if r.get("status") == 200]
+    labels = labels or {}
+    known = [r for r in answered if r["request_id"] in labels]
+    stage_ms = [sum(r.get("stage_ms", {}).values()) for r in answered]
+    return {
+        "requests": len(mine),
+        "server_errors": sum(int(r.get("status", 200)) >= 500 for r in mine),
+        "p99_ms": round(float(np.percentile(stage_ms, 99)), 3) if stage_ms else math.nan,
+        "labelled": len(known),
+        "correct": sum(r["predict"] == labels[r["request_id"]] for r in known),
+        "estimated_accuracy": cbpe.estimate([r["confidence"] for r in answered]) if cbpe else math.nan,
+    }

@@ -96,7 +96,7 @@ class Week:
     def labels(self, by_hour: float = HOURS) -> dict:
         """The late labels that have arrived by ``by_hour``: ``{"request_id": [...], "label": [...],
         "arrived": [...]}``, in the order they arrived (not the order of the requests)."""
-        arrived = np.flatnonzero(self.label_at <= by_hour)
+        arrived = np.flatnonzero(np.isfinite(self.label_at) & (self.label_at <= by_hour))
         arrived = arrived[np.argsort(self.label_at[arrived], kind="stable")]
         return {"request_id": self.request_id[arrived].tolist(), "label": self.y[arrived].astype(int).tolist(),
                 "arrived": self.label_at[arrived].tolist()}
@@ -206,6 +206,25 @@ def make_week(seed: int = 0, pipeline=None, *, requests: int = 2400, label_share
     return Week(t, request_id, client, X, y, source, version, label_at, incidents, seed, params)
 
 
+def next_day(seed: int, *, requests: int = 400, start: float = HOURS, drift_share: float = 0.9) -> Week:
+    """A day of traffic after the week (hours ``start`` to ``start + 24``), with the new scanner's share of the
+    drift, no incident and no label yet: the traffic a canary meets."""
+    from labkit.data import load_digits
+
+    rng = np.random.default_rng(seed)
+    test = load_digits("test")
+    t = _arrivals(rng, lambda h: requests / DAY * rhythm(h), start, start + DAY)
+    rows = rng.integers(0, len(test), len(t))
+    X, y = test.X[rows].copy(), test.labels[rows].copy()
+    scanned = rng.random(len(t)) < drift_share
+    X[scanned] = drifted(X[scanned])
+    client = np.array([f"client-{c:02d}" for c in rng.integers(0, N_CLIENTS, len(t))], dtype=object)
+    return Week(t, np.array([f"day-{int(start // DAY) + 1}-{i:05d}" for i in range(len(t))], dtype=object), client,
+                X.astype(np.float32), y.astype(np.int64),
+                np.where(scanned, "drifted", "ordinary").astype(object), np.full(len(t), GOOD, dtype=object),
+                np.full(len(t), np.inf), [], seed, {"requests": requests, "drift_share": drift_share})
+
+
 @functools.lru_cache(maxsize=2)
 def _default_pipeline(seed: int = 0):
     from labkit.guard import fit_pipeline
@@ -256,4 +275,96 @@ def serve_offline(week: Week, pipelines: dict, *, route: Callable | None = None,
                               outlier_score=float(scores.outlier_score[j]), is_outlier=bool(scores.is_outlier[j]),
                               adversarial_score=float(scores.adversarial_score[j]),
                               is_adversarial=bool(scores.is_adversarial[j]), drift_p=p, stage_ms={})
+    return records
+
+
+# -- serving and replaying a week ------------------------------------------------------------------------------------
+
+MAX_REPLAY_RATE = 300.0  # requests per second, whatever the clock asks: a laptop's loopback, bounded
+
+
+def write_model(folder, pipeline, *, name: str, version: str, log, blocklist, fail_below_ink: float | None = None):
+    """A model folder for ``labs/runtimes/guarded_service.py``: the runtime, the pipeline's arrays, settings."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from labkit import course
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(course.runtimes() / "guarded_service.py", folder / "guarded_service.py")
+    pipeline.save(folder)
+    settings = {"name": name, "implementation": "guarded_service.GuardedService",
+                "parameters": {"uri": "./", "version": version,
+                               "extra": {"log": str(Path(log).resolve()), "blocklist": str(Path(blocklist).resolve()),
+                                         "fail_below_ink": fail_below_ink}}}
+    (folder / "model-settings.json").write_text(json.dumps(settings, indent=2))
+    return folder
+
+
+@dataclass
+class Chunk:
+    """One part of a replay: the requests of ``hours`` simulated hours, sent as one bounded open loop."""
+
+    start: float
+    end: float
+    indices: np.ndarray
+    results: dict = field(default_factory=dict)  # version (None: split by the router) -> labkit.load.LoadResult
+    seconds: float = 0.0  # wall time it took
+
+
+def replay(target, model: str, week: Week, *, speed: float = 12.0, chunk_hours: float = 6, indices=None,
+           pinned: bool = True, on_chunk: Callable | None = None, concurrency: int = 8) -> list[Chunk]:
+    """Send ``week``'s requests (or those of ``indices``) to ``target`` through ``labkit.load``, on a simulated
+    clock: ``speed`` simulated hours per second, so 168 hours take about 168 / speed seconds.
+
+    The week is cut into chunks of ``chunk_hours``; each is an open loop at the rate its requests need to take
+    ``chunk_hours / speed`` seconds (at most ``MAX_REPLAY_RATE``; a busier chunk takes longer: the clock waits).
+    Each request carries its id, client and simulated hour. ``pinned``: each request names the version the
+    week's deploy schedule gives it (``/v2/models/MODEL/versions/V/infer``: the router sends it to the route
+    named V); otherwise the router splits the traffic. ``on_chunk(chunk)`` runs after each chunk (a dashboard
+    updates there). Returns the chunks, each with its ``LoadResult``s.
+    """
+    import time
+
+    from labkit import load
+
+    indices = np.arange(len(week)) if indices is None else np.asarray(indices)
+    t = week.t[indices]
+    chunks = []
+    start = float(np.floor(t.min() / chunk_hours) * chunk_hours) if len(t) else 0.0
+    while len(t) and start <= t.max():
+        end = start + chunk_hours
+        chunk = Chunk(start, end, indices[(t >= start) & (t < end)])
+        began = time.perf_counter()
+        groups = sorted(set(week.version[chunk.indices])) if pinned else [None]
+        for version in groups:
+            mine = chunk.indices if version is None else chunk.indices[week.version[chunk.indices] == version]
+            rate = min(len(mine) * speed / chunk_hours, MAX_REPLAY_RATE)
+            chunk.results[version] = load.run(target, model, [week.payload(i) for i in mine], version=version,
+                                              requests=len(mine), duration=len(mine) / rate + 10, rate=rate,
+                                              warmup=0, concurrency=concurrency, progress=False)
+        chunk.seconds = time.perf_counter() - began
+        chunks.append(chunk)
+        if on_chunk is not None:
+            on_chunk(chunk)
+        start = end
+    return chunks
+
+
+def read_log(path) -> list[dict]:
+    """The payload log's records (a last line still being written is skipped)."""
+    import json
+    from pathlib import Path
+
+    records = []
+    path = Path(path)
+    if not path.exists():
+        return records
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
     return records
