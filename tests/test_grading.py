@@ -363,7 +363,7 @@ def test_the_grader_gives_each_check_its_own_time_limit():
     assert _check_seconds("99.nothing") == TIME_LIMIT
 
 
-@pytest.mark.parametrize("number", ["02", "03", "04", "05", "06", "07", "08", "10"])
+@pytest.mark.parametrize("number", ["02", "03", "04", "05", "06", "07", "08", "09", "10"])
 def test_every_lab_solution_gets_full_marks_from_the_grader(tmp_path, number):
     """The same notebook scores the same in check() and in the grader: bridge round trips and servers included."""
     lab = Lab.find(number, LABS / "solutions")

@@ -1,0 +1,214 @@
+"""Checks of lab 09: right answers pass on every seed, plausible wrong ones fail on every seed, with the right
+message. The hidden weeks are served offline by the service's own stages (labkit.week.serve_offline)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from labkit.checks import check
+
+SEEDS = range(20)
+
+
+def assert_fails_on_every_seed(name, answer, words, seeds=SEEDS):
+    """``words``: what the message must say; "a|b" accepts either."""
+    for seed in seeds:
+        feedback = check(name, answer, seed=seed)
+        assert feedback.status == "failed", (seed, feedback.message)
+        assert any(w.lower() in feedback.message.lower() for w in words.split("|")), (seed, feedback.message)
+
+
+def assert_passes_on_every_seed(name, answer, seeds=SEEDS):
+    for seed in seeds:
+        feedback = check(name, answer, seed=seed)
+        assert feedback.status == "passed", (seed, feedback.message)
+
+
+# -- exercise 1: alarm rules --------------------------------------------------------------------------------------
+
+
+def rule(name, metric, op, threshold, window, hold=0):
+    return {"name": name, "metric": metric, "op": op, "threshold": threshold, "window": window, "for": hold}
+
+
+RULES = [
+    rule("OutlierBurst", "outlier_rate", ">", 0.25, 3),
+    rule("AdversarialBurst", "adversarial_rate", ">", 0.2, 3),
+    rule("ServerErrors", "error_rate", ">", 0.02, 1),
+    rule("InputDrift", "drift_p", "<", 0.001, 3),
+]
+
+
+def test_alarm_rules_pass():
+    assert_passes_on_every_seed("09.alarms", RULES)
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (RULES[:2] + RULES[3:], "bad_deploy"),  # no rule on the model's errors
+    ([r if r["metric"] != "adversarial_rate" else rule("AdversarialBurst", "adversarial_rate", ">", 0.05, 1)
+      for r in RULES], "false alarm"),  # one hour's rate at night jumps on one flagged row
+    ([r if r["metric"] != "drift_p" else rule("InputDrift", "drift_p", "<", 0.001, 3, 12) for r in RULES],
+     "drift"),  # `for` too long: caught too late
+    ([r if r["metric"] != "drift_p" else rule("InputDrift", "drift_p", ">", 0.001, 3) for r in RULES],
+     "drift"),  # the comparison the wrong way round
+    ([r if r["metric"] != "outlier_rate" else rule("OutlierBurst", "outlier_rate", ">", 0.9, 3) for r in RULES],
+     "outliers"),  # a threshold no burst reaches
+    ([rule("Everything", "error_rate", ">", 0.0, 1)], "miss"),
+])
+def test_alarm_rules_wrong(wrong, words):
+    assert_fails_on_every_seed("09.alarms", wrong, words)
+
+
+def test_alarm_rules_malformed():
+    for wrong, words in [("not rules", "list of dicts"), ([{"name": "A"}], "lacks"),
+                         ([rule("A", "latency", ">", 1, 1)], "unknown metric"),
+                         ([rule("A", "error_rate", ">", 0.1, 0)], "window"),
+                         ([RULES[0], RULES[0]], "same name")]:
+        assert_fails_on_every_seed("09.alarms", wrong, words, seeds=range(2))
+
+
+# -- exercise 2: the promotion decision ---------------------------------------------------------------------------
+
+
+def decide(baseline, canary):
+    """The notebook's solution."""
+    def accuracy(side):
+        return side["correct"] / side["labelled"] if side["labelled"] >= 30 else side["estimated_accuracy"]
+
+    def error_rate(side):
+        return side["server_errors"] / side["requests"]
+
+    ok = (error_rate(canary) <= error_rate(baseline) + 0.01 and canary["p99_ms"] <= 1.25 * baseline["p99_ms"]
+          and accuracy(canary) >= accuracy(baseline) - 0.02)
+    return "promote" if ok else "rollback"
+
+
+def labels_only(baseline, canary):
+    def accuracy(side):
+        return side["correct"] / side["labelled"] if side["labelled"] else 0.0
+
+    ok = (canary["server_errors"] / canary["requests"] <= baseline["server_errors"] / baseline["requests"] + 0.01
+          and canary["p99_ms"] <= 1.25 * baseline["p99_ms"] and accuracy(canary) >= accuracy(baseline) - 0.02)
+    return "promote" if ok else "rollback"
+
+
+def labels_when_any(baseline, canary):
+    def accuracy(side):
+        return side["correct"] / side["labelled"] if side["labelled"] > 0 else side["estimated_accuracy"]
+
+    ok = (canary["server_errors"] / canary["requests"] <= baseline["server_errors"] / baseline["requests"] + 0.01
+          and canary["p99_ms"] <= 1.25 * baseline["p99_ms"] and accuracy(canary) >= accuracy(baseline) - 0.02)
+    return "promote" if ok else "rollback"
+
+
+def error_counts(baseline, canary):
+    ok = (canary["server_errors"] <= baseline["server_errors"] and canary["p99_ms"] <= 1.25 * baseline["p99_ms"]
+          and canary["estimated_accuracy"] >= baseline["estimated_accuracy"] - 0.02)
+    return "promote" if ok else "rollback"
+
+
+def accuracy_only(baseline, canary):
+    return "promote" if canary["estimated_accuracy"] >= baseline["estimated_accuracy"] - 0.02 else "rollback"
+
+
+def ignores_latency(baseline, canary):
+    ok = (canary["server_errors"] / canary["requests"] <= baseline["server_errors"] / baseline["requests"] + 0.01
+          and canary["estimated_accuracy"] >= baseline["estimated_accuracy"] - 0.02)
+    return "promote" if ok else "rollback"
+
+
+def test_promotion_passes():
+    assert_passes_on_every_seed("09.promotion", decide)
+
+
+@pytest.mark.parametrize("wrong", [labels_only, labels_when_any, error_counts, accuracy_only, ignores_latency,
+                                   lambda b, c: "promote", lambda b, c: "rollback", lambda b, c: True])
+def test_promotion_wrong(wrong):
+    assert_fails_on_every_seed("09.promotion", wrong, "guardrails say|return 'promote'|raised")
+
+
+# -- exercise 3: the late-label join ------------------------------------------------------------------------------
+
+
+def accuracy_per_day(predictions, labels):
+    """The notebook's solution."""
+    answered = {r: (t, p) for r, t, p, s in zip(predictions["request_id"], predictions["t"], predictions["predict"],
+                                                predictions["status"], strict=False) if s == 200}
+    right, seen = [0] * 7, [0] * 7
+    for r, label in zip(labels["request_id"], labels["label"], strict=False):
+        if r in answered:
+            t, p = answered[r]
+            seen[int(t // 24)] += 1
+            right[int(t // 24)] += p == label
+    return [r / s if s else math.nan for r, s in zip(right, seen, strict=False)]
+
+
+def with_pandas(predictions, labels):
+    import pandas as pd
+
+    joined = pd.DataFrame(predictions).query("status == 200").merge(pd.DataFrame(labels), on="request_id")
+    joined["day"] = (joined["t"] // 24).astype(int)
+    per_day = (joined["predict"] == joined["label"]).groupby(joined["day"]).mean()
+    return per_day.reindex(range(7)).tolist()
+
+
+def by_position(predictions, labels):
+    right, seen = [0] * 7, [0] * 7
+    for t, p, s, label in zip(predictions["t"], predictions["predict"], predictions["status"], labels["label"],
+                              strict=False):
+        if s == 200:
+            seen[int(t // 24)] += 1
+            right[int(t // 24)] += p == label
+    return [r / s if s else math.nan for r, s in zip(right, seen, strict=False)]
+
+
+def by_arrival_day(predictions, labels):
+    answered = {r: p for r, p, s in zip(predictions["request_id"], predictions["predict"], predictions["status"],
+                                        strict=False)
+                if s == 200}
+    right, seen = [0] * 7, [0] * 7
+    for r, label, arrived in zip(labels["request_id"], labels["label"], labels["arrived"], strict=False):
+        if r in answered and arrived < 168:
+            seen[int(arrived // 24)] += 1
+            right[int(arrived // 24)] += answered[r] == label
+    return [r / s if s else math.nan for r, s in zip(right, seen, strict=False)]
+
+
+def failed_count_as_wrong(predictions, labels):
+    logged = {r: (t, p) for r, t, p in zip(predictions["request_id"], predictions["t"], predictions["predict"],
+                                           strict=False)}
+    right, seen = [0] * 7, [0] * 7
+    for r, label in zip(labels["request_id"], labels["label"], strict=False):
+        if r in logged:
+            t, p = logged[r]
+            seen[int(t // 24)] += 1
+            right[int(t // 24)] += p == label
+    return [r / s if s else math.nan for r, s in zip(right, seen, strict=False)]
+
+
+def zero_for_empty_days(predictions, labels):
+    return [0.0 if np.isnan(a) else a for a in accuracy_per_day(predictions, labels)]
+
+
+def over_all_requests(predictions, labels):
+    answered = {r: (t, p) for r, t, p, s in zip(predictions["request_id"], predictions["t"], predictions["predict"],
+                                                predictions["status"], strict=False) if s == 200}
+    right, seen = [0] * 7, [0] * 7
+    for t, s in zip(predictions["t"], predictions["status"], strict=False):
+        seen[int(t // 24)] += s == 200
+    for r, label in zip(labels["request_id"], labels["label"], strict=False):
+        if r in answered:
+            right[int(answered[r][0] // 24)] += answered[r][1] == label
+    return [r / s if s else math.nan for r, s in zip(right, seen, strict=False)]
+
+
+def test_late_labels_pass():
+    assert_passes_on_every_seed("09.late_labels", accuracy_per_day)
+    assert_passes_on_every_seed("09.late_labels", with_pandas)
+
+
+@pytest.mark.parametrize("wrong", [by_position, by_arrival_day, failed_count_as_wrong, zero_for_empty_days,
+                                   over_all_requests, lambda p, labels: [0.9] * 7, lambda p, labels: 0.9])
+def test_late_labels_wrong(wrong):
+    assert_fails_on_every_seed("09.late_labels", wrong, "accuracy_per_day")

@@ -1,0 +1,87 @@
+"""Lab 09's parts: the week, the rules and their Prometheus form, CBPE, and the served runtime (one server)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from labkit import monitor
+from labkit import week as wk
+from labkit.client import Client, InferenceServerError
+from labkit.serving import Server
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return wk._default_pipeline()
+
+
+def test_a_week_is_seeded_and_tells_its_incidents(pipeline):
+    a, b = wk.make_week(3, pipeline), wk.make_week(3, pipeline)
+    assert np.array_equal(a.X, b.X) and list(a.request_id) == list(b.request_id)
+    assert [i.kind for i in a.incidents] == list(wk.INCIDENT_KINDS)
+    assert np.all(np.diff(a.t) >= 0) and a.t.min() >= 0 and a.t.max() < wk.HOURS
+    attack = a.incidents[1]
+    assert set(a.client[a.source == "adversarial"]) == {a.attacker}
+    assert np.all((a.t[a.source == "adversarial"] >= attack.start) & (a.t[a.source == "adversarial"] < attack.end))
+    bad = a.incidents[2]
+    assert np.all((a.version == wk.BAD) == ((a.t >= bad.start) & (a.t < bad.end)))
+    assert not np.isfinite(a.label_at[np.isin(a.source, ["outlier", "adversarial"])]).any()  # never labelled
+    labelled = np.isfinite(a.label_at)
+    assert np.all(a.label_at[labelled] - a.t[labelled] >= 24)  # labels come days late
+    arrived = a.labels(by_hour=100)
+    assert np.all(np.diff(arrived["arrived"]) >= 0) and max(arrived["arrived"]) <= 100
+    night, afternoon = wk.rhythm(3), wk.rhythm(15)
+    assert afternoon > 3 * night
+
+
+def test_rules_become_a_rule_file_that_parses():
+    rules = [{"name": "Drift", "metric": "drift_p", "op": "<", "threshold": 0.001, "window": 3, "for": 1},
+             {"name": "Errors", "metric": "error_rate", "op": ">", "threshold": 0.02, "window": 1, "for": 0}]
+    text = monitor.prometheus_rules(rules)
+    assert monitor.check_prometheus_rules(text) == ["Drift", "Errors"]
+    assert "max_over_time(labkit_drift_p_value[3h]) < 0.001" in text
+    with pytest.raises(ValueError, match="PromQL"):
+        monitor.check_prometheus_rules(text.replace("max_over_time(", "max_over_time(("))
+    with pytest.raises(ValueError, match="window"):
+        monitor.validate_rule({**rules[0], "window": 0})
+
+
+def test_alarms_are_episodes_and_for_delays_them():
+    metrics = {"drift_p": np.r_[np.ones(10), np.full(5, 1e-6), np.ones(10)]}
+    rule = {"name": "D", "metric": "drift_p", "op": "<", "threshold": 0.001, "window": 1, "for": 0}
+    assert [(a["at"], a["until"]) for a in monitor.alarms(metrics, [rule])] == [(11.0, 15.0)]
+    assert [a["at"] for a in monitor.alarms(metrics, [{**rule, "for": 2}])] == [13.0]
+
+
+def test_cbpe_recovers_the_accuracy_of_calibrated_confidence():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.3, 1, 20000)
+    correct = rng.random(20000) < confidence  # calibrated: right with probability = confidence
+    cbpe = monitor.CBPE(confidence, correct)
+    batch = rng.uniform(0.3, 0.6, 2000)
+    assert abs(cbpe.estimate(batch) - batch.mean()) < 0.02
+
+
+def test_the_service_flags_logs_blocks_and_fails_as_documented(pipeline, tmp_path):
+    log, blocklist = tmp_path / "payloads.jsonl", tmp_path / "blocked.json"
+    bad = pipeline.with_classifier(wk.bad_classifier())
+    wk.write_model(tmp_path / "models" / "digits-v1", pipeline, name="digits-v1", version="1", log=log,
+                   blocklist=blocklist)
+    wk.write_model(tmp_path / "models" / "digits-v2", bad, name="digits-v2", version="2", log=log,
+                   blocklist=blocklist, fail_below_ink=wk.FAIL_BELOW_INK)
+    week = wk.make_week(0, pipeline)
+    faint = int(np.flatnonzero(week.X.sum(axis=1) < wk.FAIL_BELOW_INK)[0])
+    with Server(tmp_path / "models", settings={"parallel_workers": 0}) as server, Client(server) as client:
+        answer = client.predict("digits-v1", week.payload(0))
+        assert {"predict", "confidence", "is_outlier", "is_adversarial", "drift_p"} <= set(answer)
+        with pytest.raises(InferenceServerError, match="500"):
+            client.predict("digits-v2", week.payload(faint))
+        blocklist.write_text(json.dumps([str(week.client[1])]))
+        with pytest.raises(InferenceServerError, match="403"):
+            client.predict("digits-v1", week.payload(1))
+    records = wk.read_log(log)
+    assert [(r["request_id"], r["status"]) for r in records] == [
+        (week.request_id[0], 200), (week.request_id[faint], 500), (week.request_id[1], 403)]
+    offline = wk.serve_offline(week, {"1": pipeline, "2": bad})[0]
+    assert offline["predict"] == records[0]["predict"] and offline["is_outlier"] == records[0]["is_outlier"]
