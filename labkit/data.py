@@ -218,9 +218,9 @@ def corrupt_rows(X, kind: str, seed: int) -> np.ndarray:
 
 # -- Drift scenarios (lab 06) ------------------------------------------------------------------------------------
 
-DRIFT_KINDS = ("none", "instrument", "population", "gradual", "concept")
+DRIFT_KINDS = ("none", "instrument", "population", "gradual", "concept", "referral")
 DRIFT_TYPES = {"none": "none", "instrument": "covariate", "population": "label", "gradual": "covariate",
-               "concept": "concept"}
+               "concept": "concept", "referral": "covariate"}
 _TEXTURE = ("mean texture", "texture error", "worst texture")
 _DRIFT_DEFAULTS = {
     "none": {},
@@ -228,6 +228,7 @@ _DRIFT_DEFAULTS = {
     "population": {"malignant": 0.6},
     "gradual": {"features": _TEXTURE, "scale": 1.3, "start": 0.3, "end": 0.8},
     "concept": {"feature": "worst area", "quantile": 0.75, "balanced": False},
+    "referral": {"feature": "worst area", "quantile": 0.3},
 }
 _DRIFT_MECHANISMS = {
     "none": "No drift: rows drawn from the same population as the reference.",
@@ -239,6 +240,9 @@ _DRIFT_MECHANISMS = {
                "fraction {start} of the rows, then grows linearly to {scale} at a fraction {end}, and stays there.",
     "concept": "Concept drift: the inputs do not change, the labels do. A revised guideline labels every benign "
                "tumour whose {feature!r} lies above the {quantile} quantile of benign tumours as malignant.",
+    "referral": "Covariate shift by selection: a clinic is referred only the tumours whose {feature!r} reads above "
+                "the {quantile} quantile of all tumours. Each keeps its own label, so P(y | x) stays; the share "
+                "of malignant tumours rises, because larger tumours are more often malignant.",
 }
 
 
@@ -282,6 +286,9 @@ def drift_scenario(kind: str = "none", size: int = 200, seed: int = 0, *, noise:
       tumours' ``feature`` are labelled malignant; the inputs are drawn as without drift. With ``balanced`` as many
       malignant tumours, those with the smallest ``feature``, are labelled benign, so that the share of each label
       stays exactly as drawn: then only the relation between inputs and labels tells the drift.
+    - ``"referral"`` (covariate shift by selection on x): ``feature``, ``quantile``: only rows whose measured
+      ``feature`` lies above that quantile of all tumours are kept. Labels follow the tumours, so P(y | x) stays
+      and P(x | y) changes within each class, while the share of each label moves too.
     """
     if kind not in DRIFT_KINDS:
         raise ValueError(f"unknown drift kind {kind!r}; choose one of {', '.join(DRIFT_KINDS)}")
@@ -307,6 +314,22 @@ def drift_scenario(kind: str = "none", size: int = 200, seed: int = 0, *, noise:
         rows = rng.integers(0, len(labels), size)
     X = population[rows] * (1 + noise * rng.standard_normal((size, len(names))))
     y = labels[rows].copy()
+
+    if kind == "referral":  # draw more rows the same way and keep those whose reading passes the cut
+        quantile = float(params["quantile"])
+        if not 0 <= quantile < 0.99:
+            raise ValueError(f"quantile is a fraction from 0 to 0.99, not {quantile!r}")
+        column = _column(names, params["feature"])
+        cut = np.quantile(population[:, column], quantile)
+        kept_X, kept_y, kept = [], [], 0
+        while kept < size:
+            rows = rng.integers(0, len(labels), 4 * size)
+            candidates = population[rows] * (1 + noise * rng.standard_normal((len(rows), len(names))))
+            referred = candidates[:, column] > cut
+            kept_X.append(candidates[referred])
+            kept_y.append(labels[rows][referred])
+            kept += int(referred.sum())
+        X, y = np.concatenate(kept_X)[:size], np.concatenate(kept_y)[:size].copy()
 
     if kind in ("instrument", "gradual"):
         columns = [_column(names, f) for f in params["features"]]

@@ -135,6 +135,22 @@ def test_metric_mean_mistakes_fail_on_every_seed(mistake):
     assert_fails_on_every_seed("02.metric_mean", metric_mistakes()[mistake])
 
 
+def test_hidden_pages_hold_the_metrics_the_lab_logs():
+    """The check asks for the histograms the lab's runtime registers, not for names of an older lab."""
+    registered = set(re.findall(r'mlserver\.register\("(\w+)"', (RUNTIMES / "diagnosis_runtime.py").read_text()))
+    assert registered == {"diagnosis_rows", "diagnosis_watched_rows"}
+    asked, families = set(), set()
+
+    def spy(text, metric, model, version):
+        asked.add(metric)
+        families.update(family.name for family in text_string_to_metric_families(text))
+        return solution("metric_mean")(text, metric, model, version)
+
+    assert check("02.metric_mean", spy, seed=0).passed
+    assert asked == registered
+    assert registered <= families
+
+
 REQUIREMENTS_MISTAKES = {
     "pinned with ==": lambda names: "\n".join(f"{n}>=0.1" for n in names),
     "not installed": lambda names: "".join(f"{n}=={version(n)}\n" for n in names if n in PACKAGES),

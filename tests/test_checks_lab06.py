@@ -72,15 +72,22 @@ def performance_drift(correct_ref, correct_new, p_val=0.05, alternative="greater
     return {"is_drift": int(p < p_val), "p_val": float(p)}
 
 
-def drift_type(x_ref, y_ref, x_new, y_new):
+def drift_type(x_ref, y_ref, x_new, y_new):  # the solution of exercise 4, as in the notebook
     level = 0.01
     if KSDetector(x_ref, p_val=level).predict(x_new)["data"]["is_drift"]:
-        counts = [np.bincount(y_ref, minlength=2), np.bincount(y_new, minlength=2)]
-        return "label" if stats.fisher_exact(counts)[1] < level else "covariate"
+        # Label shift changes the mix of the classes, not the classes: compare each class with itself.
+        classes = [c for c in np.unique(y_ref) if np.any(y_new == c)]
+        within = [KSDetector(x_ref[y_ref == c], p_val=level / len(classes)).predict(x_new[y_new == c])
+                  ["data"]["is_drift"] for c in classes]
+        return "covariate" if any(within) else "label"
+    return "concept" if accuracy_fell(x_ref, y_ref, x_new, y_new, level) else "none"
+
+
+def accuracy_fell(x_ref, y_ref, x_new, y_new, level):
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     correct_ref = cross_val_predict(classifier, x_ref, y_ref, cv=5) == y_ref
     correct_new = classifier.fit(x_ref, y_ref).predict(x_new) == y_new
-    return "concept" if performance_drift(correct_ref, correct_new, p_val=level)["is_drift"] else "none"
+    return performance_drift(correct_ref, correct_new, p_val=level)["is_drift"]
 
 
 SOLUTIONS = {
@@ -200,6 +207,45 @@ def test_performance_drift_mistakes_fail_on_every_seed(answer, words, seeds):
     assert_fails_on_every_seed("06.performance_drift", answer, words, seeds=seeds)
 
 
+def label_share_for_label_shift(x_ref, y_ref, x_new, y_new):
+    """The lab's answer before its correction: inputs drifted and the label share changed, so label shift."""
+    level = 0.01
+    if KSDetector(x_ref, p_val=level).predict(x_new)["data"]["is_drift"]:
+        counts = [np.bincount(y_ref, minlength=2), np.bincount(y_new, minlength=2)]
+        return "label" if stats.fisher_exact(counts)[1] < level else "covariate"
+    return "concept" if accuracy_fell(x_ref, y_ref, x_new, y_new, level) else "none"
+
+
+def pooled_reference(x_ref, y_ref, x_new, y_new):
+    """Tests each class of the new rows against the whole reference instead of the same class of it."""
+    level = 0.01
+    if KSDetector(x_ref, p_val=level).predict(x_new)["data"]["is_drift"]:
+        within = [KSDetector(x_ref, p_val=level / 2).predict(x_new[y_new == c])["data"]["is_drift"]
+                  for c in np.unique(y_new)]
+        return "covariate" if any(within) else "label"
+    return "concept" if accuracy_fell(x_ref, y_ref, x_new, y_new, level) else "none"
+
+
+def fixed_accuracy_threshold(x_ref, y_ref, x_new, y_new):
+    """Concept drift whenever the model's accuracy on the new rows is below 90 %: a threshold, not a test."""
+    verdict = drift_type(x_ref, y_ref, x_new, y_new)
+    if verdict in ("concept", "none"):
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x_ref, y_ref)
+        return "concept" if classifier.score(x_new, y_new) < 0.9 else "none"
+    return verdict
+
+
+def relative_accuracy_drop(x_ref, y_ref, x_new, y_new):
+    """Concept drift when the accuracy fell by more than a tenth of the reference's: a threshold again."""
+    verdict = drift_type(x_ref, y_ref, x_new, y_new)
+    if verdict in ("concept", "none"):
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        before = (cross_val_predict(classifier, x_ref, y_ref, cv=5) == y_ref).mean()
+        after = classifier.fit(x_ref, y_ref).score(x_new, y_new)
+        return "concept" if after < 0.9 * before else "none"
+    return verdict
+
+
 def label_share_for_concept(x_ref, y_ref, x_new, y_new):
     """Never tests accuracy: calls it concept drift whenever the label share moved and the inputs did not."""
     level = 0.01
@@ -223,15 +269,30 @@ def every_input_drift_is_covariate(x_ref, y_ref, x_new, y_new):
     return "covariate" if verdict == "label" else verdict
 
 
-@pytest.mark.parametrize("answer, words", [
-    (label_share_for_concept, "only a model's accuracy shows it"),
-    (inputs_only, "concept taken for none"),
-    (every_input_drift_is_covariate, "label taken for covariate"),
-    (lambda *arrays: "none", "classified right"),
-    (lambda *arrays: "data drift", "return one of"),
-], ids=["label share for concept", "inputs only", "covariate for label", "always none", "not a type"])
-def test_drift_type_mistakes_fail_on_every_seed(answer, words):
-    assert_fails_on_every_seed("06.drift_type", answer, words)
+@pytest.mark.parametrize("answer, words, seeds", [
+    (label_share_for_label_shift, "covariate taken for label", SEEDS),
+    (pooled_reference, "label taken for covariate", SEEDS),
+    (fixed_accuracy_threshold, "concept taken for none (a small one)", SEEDS),
+    (relative_accuracy_drop, "concept taken for none (a small one)", range(5)),  # fails as the one above
+    (label_share_for_concept, "only a test of the model's accuracy shows them", SEEDS),
+    (inputs_only, "concept taken for none", SEEDS),
+    (every_input_drift_is_covariate, "label taken for covariate", SEEDS),
+    (lambda *arrays: "none", "classified right", SEEDS),
+    (lambda *arrays: "data drift", "return one of", SEEDS),
+], ids=["label share for label shift", "pooled reference", "accuracy below 0.9", "relative drop", "label share for "
+        "concept", "inputs only", "covariate for label", "always none", "not a type"])
+def test_drift_type_mistakes_fail_on_every_seed(answer, words, seeds):
+    assert_fails_on_every_seed("06.drift_type", answer, words, seeds=seeds)
+
+
+def test_small_hidden_concept_drifts_cost_little_accuracy_and_a_test_sees_them():
+    from labkit.checks import lab06
+
+    for seed in range(3):
+        for kind, reference, batch in lab06._hidden_scenarios(np.random.default_rng(seed)):
+            if kind == "concept" and batch.params["quantile"] > 0.9:
+                accuracy, p = lab06._taught_test(reference, batch)
+                assert accuracy >= 0.91 and p < 0.001
 
 
 def test_hidden_concept_drift_keeps_the_label_share():

@@ -17,6 +17,7 @@ import pytest
 from scipy.stats import chi2
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
 
 from check_seeds import assert_fails_on_every_seed, assert_passes_on_every_seed
 
@@ -29,12 +30,20 @@ RUNTIME = Path(__file__).resolve().parent.parent / "labs" / "runtimes" / "outlie
 # -- exercise 1 -------------------------------------------------------------------------------------
 
 
-class Mahalanobis:
-    def __init__(self, X_ref, fpr=0.05):
+LAB_FOLDS = KFold(5, shuffle=True, random_state=0)
+
+
+class Mahalanobis:  # the solution of exercise 1: the threshold from out-of-fold distances
+    def __init__(self, X_ref, fpr=0.05, folds=LAB_FOLDS):
         X_ref = np.asarray(X_ref, dtype=float)
+        held_out = np.empty(len(X_ref))
+        for learn, scored in folds.split(X_ref):
+            self.mean = X_ref[learn].mean(axis=0)
+            self.inverse = np.linalg.pinv(np.cov(X_ref[learn], rowvar=False))
+            held_out[scored] = self.score(X_ref[scored])
+        self.threshold = float(np.quantile(held_out, 1 - fpr))
         self.mean = X_ref.mean(axis=0)
         self.inverse = np.linalg.pinv(np.cov(X_ref, rowvar=False))
-        self.threshold = float(np.quantile(self.score(X_ref), 1 - fpr))
 
     def score(self, X):
         centred = np.asarray(X, dtype=float) - self.mean
@@ -79,6 +88,20 @@ class Placeholder:
 
 def test_mahalanobis_passes():
     assert_passes_on_every_seed("07.mahalanobis", Mahalanobis)
+
+
+@pytest.mark.parametrize("folds", [KFold(5, shuffle=True, random_state=7), KFold(10, shuffle=True, random_state=0)],
+                         ids=["other split", "10 folds"])
+def test_other_held_out_splits_pass_too(folds):
+    assert_passes_on_every_seed("07.mahalanobis", lambda X_ref, fpr: Mahalanobis(X_ref, fpr, folds), seeds=range(5))
+
+
+class OwnRowsThreshold(Mahalanobis):
+    """The lab before its correction: the threshold from the distances of the rows the detector learned from."""
+
+    def __init__(self, X_ref, fpr=0.05):
+        super().__init__(X_ref, fpr)
+        self.threshold = float(np.quantile(self.score(np.asarray(X_ref, dtype=float)), 1 - fpr))
 
 
 class FixedRate(Mahalanobis):
@@ -132,6 +155,7 @@ class NoThreshold(Mahalanobis):
 
 
 @pytest.mark.parametrize("answer, words", [
+    (OwnRowsThreshold, "not on the reference rows' own distances"),
     (ZScore, "inverse covariance"),
     (ChiSquareThreshold, "new clean rows"),
     (FixedRate, "new clean rows"),
@@ -139,7 +163,8 @@ class NoThreshold(Mahalanobis):
     (DiagonalOnly, "inverse covariance"),
     (NoScoreMethod, "score method"),
     (NoThreshold, "threshold attribute"),
-], ids=["z-score", "chi-square threshold", "fixed rate", "fpr quantile", "diagonal", "no score", "no threshold"])
+], ids=["own rows", "z-score", "chi-square threshold", "fixed rate", "fpr quantile", "diagonal", "no score",
+        "no threshold"])
 def test_mahalanobis_mistakes_fail_on_every_seed(answer, words):
     assert_fails_on_every_seed("07.mahalanobis", answer, words)
 

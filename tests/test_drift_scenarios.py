@@ -79,3 +79,17 @@ def test_shared_population_cannot_be_changed_through_a_scenario():
     scenario = drift_scenario("none", 10, seed=0)
     scenario.X[:] = -1
     assert (drift_scenario("none", 10, seed=0).X > 0).any()
+
+
+def test_referral_selects_on_the_reading_and_keeps_each_tumours_label():
+    base = drift_scenario("none", 3000, seed=7)
+    referred = drift_scenario("referral", 3000, seed=7, feature="worst area", quantile=0.4)
+    population = drift_scenario("none", 20000, seed=8)
+    cut = np.quantile(column(population, "worst area"), 0.4)
+    assert column(referred, "worst area").min() > cut * 0.95  # measured above the cut (2 % noise on the cut)
+    assert np.mean(referred.y == 0) > np.mean(base.y == 0) + 0.1  # more malignant: larger tumours
+    # P(y | x) stays: among tumours of the same size, the same share is malignant
+    for low, high in [(900, 1200), (1200, 1600)]:
+        share = [np.mean(s.y[(column(s, "worst area") > low) & (column(s, "worst area") <= high)] == 0)
+                 for s in (base, referred)]
+        assert share[0] == pytest.approx(share[1], abs=0.08)

@@ -242,11 +242,13 @@ def _infer_once_more_on_reset(clients, server, protocol, name, payload):
 
 
 MODELS, VERSIONS = ("diagnosis", "diagnosis-2", "cancer"), ("v1", "v10", "v2")
-METRICS = ("diagnosis_malignant_share", "diagnosis_malignant_share_max", "diagnosis_rows")
+# The two histograms the lab's DiagnosisModel logs (labs/runtimes/diagnosis_runtime.py), each beside a _max
+# look-alike
+METRICS = ("diagnosis_rows", "diagnosis_rows_max", "diagnosis_watched_rows", "diagnosis_watched_rows_max")
 # (metric, model, version) asked for, each next to look-alikes: v1 beside v10, diagnosis beside diagnosis-2,
 # a metric beside its _max; the last has no observations (v3)
-METRIC_CASES = [("diagnosis_malignant_share", "diagnosis", "v10"), ("diagnosis_rows", "diagnosis", "v1"),
-                ("diagnosis_malignant_share", "diagnosis-2", "v2"), ("diagnosis_rows", "cancer", "v3")]
+METRIC_CASES = [("diagnosis_watched_rows", "diagnosis", "v10"), ("diagnosis_rows", "diagnosis", "v1"),
+                ("diagnosis_watched_rows", "diagnosis-2", "v2"), ("diagnosis_rows", "cancer", "v3")]
 
 
 @register(
@@ -269,13 +271,16 @@ def metric_mean(answer, rng):
         metrics = {name: Histogram(name, "a custom metric", ["model_name", "model_version"], registry=registry)
                    for name in METRICS}
         truth = {}
-        # every series gets observations of its own scale, in a random order, so no other series has its mean
+        # Row counts per request, as the runtime logs them; every series gets counts of its own scale, in a
+        # random order, and a mean no other series has.
         series = [(m, mo, v) for m in METRICS for mo in MODELS for v in VERSIONS]
         for i in rng.permutation(len(series)):
             key = series[i]
-            values = rng.uniform(0, 50, size=int(rng.integers(1, 6))) * (1 + i)
+            values = rng.integers(1, 50, size=int(rng.integers(1, 6))) * (1 + i)
+            while float(values.mean()) in truth.values():
+                values = rng.integers(1, 50, size=len(values)) * (1 + i)
             for value in values:
-                metrics[key[0]].labels(model_name=key[1], model_version=key[2]).observe(value)
+                metrics[key[0]].labels(model_name=key[1], model_version=key[2]).observe(int(value))
             truth[key] = float(values.mean())
         text = generate_latest(registry).decode()
         expected = truth.get((metric_name, model, version))

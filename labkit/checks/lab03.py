@@ -21,7 +21,14 @@ RUNTIME_FILE = "batch_runtimes.py"
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
 # The SLO of exercise 3, relative to this machine's speed so that it means the same on a laptop and on Binder.
 SLO_CLIENTS = 16
-SLO_BUSY_FACTOR = 8  # busy median latency at most this many times a lone request's to the unbatched model
+SLO_BUSY_QUANTILE = 90  # an SLO is about the tail: the busy p90
+# busy p90 at most this many times a lone request's latency to the unbatched model. Measured (2 cores, load
+# about 1.8, 4 row draws of 96 busy requests): max_batch_size 16 / 10 ms gives 5.4-6.4 x, 32 / 10 ms 5.1-6.1 x,
+# 4 / 10 ms 4.4-8.6 x, 2 / 10 ms 10-18 x; unbatched, 16 clients wait for about 16 predictions. At load 4.5-4.7
+# (3 draws): 16 / 10 ms 3.2-8.0 x, 2 / 10 ms 8-13 x. Busier machines raise the ratio of a right answer further
+# (a median of 8.8 x was seen at load 8-11 against 4-5 x quietly).
+SLO_BUSY_FACTOR = 12
+SLO_BUSY_REQUESTS = 96  # enough for a stable p90: its 10 slowest requests
 SLO_QUIET_EXTRA_S = 0.05  # a lone client may wait at most this much longer than without batching
 
 
@@ -165,8 +172,8 @@ def measure_slo(settings: dict, rows: np.ndarray, model) -> dict:
     write_model(folder / "unbatched", model)
     write_model(folder / "candidate", model, **settings)
     with serve_for_check(folder, timeout=20) as server:
-        # Few requests, so that the check stays within its time limit; medians of these are stable enough for
-        # margins as wide as the SLO's.
+        # Few requests, so that the check stays within its time limit; medians of these (and the busy p90 of
+        # 96 requests) are stable enough for margins as wide as the SLO's.
         reference = load.run(server, "unbatched", rows[:1], concurrency=1, requests=10, warmup=2, duration=2,
                              progress=False)
         quiet = load.run(server, "candidate", rows[:1], concurrency=1, requests=6, warmup=1, duration=2,
@@ -174,9 +181,10 @@ def measure_slo(settings: dict, rows: np.ndarray, model) -> dict:
         figures = {"reference_s": reference.p50, "quiet_s": quiet.p50, "busy_s": None,
                    "errors": {**reference.errors, **quiet.errors}}
         if quiet.p50 <= reference.p50 + SLO_QUIET_EXTRA_S:
-            busy = load.run(server, "candidate", list(rows[:, None, :]), concurrency=SLO_CLIENTS, requests=48,
-                            warmup=SLO_CLIENTS, duration=3, progress=False)
-            figures.update(busy_s=busy.p50, throughput=busy.throughput, errors={**figures["errors"], **busy.errors})
+            busy = load.run(server, "candidate", list(rows[:, None, :]), concurrency=SLO_CLIENTS,
+                            requests=SLO_BUSY_REQUESTS, warmup=SLO_CLIENTS, duration=4, progress=False)
+            figures.update(busy_s=busy.percentile(SLO_BUSY_QUANTILE), throughput=busy.throughput,
+                           errors={**figures["errors"], **busy.errors})
     return figures
 
 
@@ -224,7 +232,8 @@ def batching_slo(answer, rng):
     if busy is None:
         raise Fail(f"Too slow when quiet: {measured}, more than {SLO_QUIET_EXTRA_S * 1000:.0f} ms extra. A lone "
                    "request waits up to max_batch_time for company that never comes.")
-    measured += f"; with {SLO_CLIENTS} clients the median was {busy * 1000:.0f} ms = {busy / reference:.1f} x"
+    measured += (f"; with {SLO_CLIENTS} clients the p{SLO_BUSY_QUANTILE} was {busy * 1000:.0f} ms = "
+                 f"{busy / reference:.1f} x")
     if busy > SLO_BUSY_FACTOR * reference:
         raise Fail(f"Too slow when busy: {measured}; the SLO allows {SLO_BUSY_FACTOR} x. Let batches hold "
                    "more of the requests in flight, and do not make them wait for more than can arrive.")
