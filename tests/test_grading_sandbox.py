@@ -471,3 +471,20 @@ def test_the_box_shows_the_course_read_only_and_hides_grades_key_and_other_submi
     assert lines[1].startswith("refused new.py") and lines[2].startswith("refused x") and lines[3] == "wrote here.txt"
     assert lines[4].startswith("False")
     assert (work / "here.txt").exists() and not (course / "labs" / "new.py").exists()
+
+
+def test_the_workers_box_has_its_own_pid_namespace_and_hides_the_machines_proc(tmp_path):
+    """The worker sees only its own processes; the machine's /proc, kept mounted so that the boxes nested in the
+    worker's can mount one of their own, is out of reach."""
+    submission = tmp_path / "a.ipynb"
+    submission.write_text("{}")
+    policy = sandbox.Policy.for_run([LABS.parent], [], 1024, 64)
+    probe = ("import os\n"
+             "print(os.readlink('/proc/self/ns/pid'), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
+             f"print(os.listdir({sandbox.HIDDEN_PROC!r}))\n")
+    command = sandbox.worker_command(policy, submission, 64 * 2**20, [sys.executable, "-c", probe])
+    lines = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout.splitlines()
+    namespace, pids = lines[0].split(" ", 1)
+    assert namespace != HOST_NS["pid"]
+    assert len(json.loads(pids)) <= 3, pids  # bwrap's init, the probe (and its wrapper)
+    assert lines[1] == "[]"
