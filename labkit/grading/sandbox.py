@@ -14,6 +14,10 @@ Each submission gets boxes nested in one another, each a bwrap sandbox:
   as the only writable place. Memory (address space) and processes are capped.
 - a check server's box (``Policy.wrap(..., own_network=False)``): MLServer loading the student's runtime for a
   check gets the kernel's limits and view, in the worker's loopback-only network so the check can reach it.
+
+There is no fallback on util-linux ``unshare`` where ``bwrap`` is missing: ``unshare`` makes the namespaces, but
+the filesystem view (read-only binds, a fresh root, hidden files, capped tmpfs) would have to be built by hand
+inside them, the home-made sandbox this module avoids. Without ``bwrap`` the grader stops and says so.
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ def why_not() -> str | None:
         return f"{sys.platform} has no Linux namespaces"
     bwrap = shutil.which("bwrap")
     if bwrap is None:
-        return "bubblewrap (bwrap) is not installed"
+        return ("bubblewrap (bwrap) is not installed (util-linux `unshare` alone makes namespaces but not the "
+                "read-only view that hides the key and the other submissions)")
     policy = Policy(_outermost(python_paths()))
     try:  # a kernel's box in a worker's box, as a grading run makes them
         probe = subprocess.run([*policy.box(nested=True), "--", *policy.box(), "--", "true"],
