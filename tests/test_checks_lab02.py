@@ -225,6 +225,16 @@ def test_runtime_with_swapped_labels_fails(tmp_path, frame_model, dataset):
     assert feedback.status == "failed" and "'label'" in feedback.message, feedback.message
 
 
+def test_a_model_trained_on_other_columns_fails(tmp_path, frame_model, dataset):
+    """The check reads the model's columns in its server (it never unpickles a student's file itself)."""
+    from sklearn.base import clone
+
+    renamed = dataset.X.rename(columns=lambda c: c.upper())
+    model = clone(frame_model).fit(renamed, dataset.y)
+    feedback = check("02.runtime", str(model_folder(tmp_path / "m", model, dataset.target_names)))
+    assert feedback.status == "failed" and "breast cancer columns" in feedback.message, feedback.message
+
+
 # Serving costs seconds per call, so runtimes that miss one kind of bad request run on 2 seeds, not 20: every
 # call sends all 13 kinds of bad request (only their details are random), so a runtime that misses one kind
 # fails on every seed, and the seed decides no grade.

@@ -10,6 +10,7 @@ TEST-NET address runs only inside a network namespace of its own, where it must 
 import csv
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 from test_grading import CORRECT_00, LABS, WRONG_00, craft, no_grading_processes
 
 from labkit.grading import Options, grade, sandbox
+from labkit.grading.notebook import key_id
 
 pytestmark = pytest.mark.skipif(sandbox.why_not() is not None, reason=f"no sandbox here: {sandbox.why_not()}")
 
@@ -275,26 +277,94 @@ if not _escaped:
 """
 
 
-def test_a_runtime_that_tampers_on_import_gets_nothing_and_harms_no_one(tmp_path):
-    """02.runtime serves the student's runtime in a check's MLServer, which imports it: that server is boxed
-    like the kernel. The tampering runtime would work only if it got out; the solution beside it is untouched."""
-    folder = tmp_path / "subs"
-    folder.mkdir()
-    out = tmp_path / "out"
+# A pickle that runs code when it is loaded: in the grader's worker it would find the grading key on the stack (it
+# knows the key's fingerprint, not the key) and forge its own row (full marks, the key in an anomaly); anywhere
+# else it finds no key and raises.
+PICKLE_TAMPER = """
+import hashlib, hmac, sys
+def grading_key(value):
+    if isinstance(value, str):
+        try:
+            value = bytes.fromhex(value)
+        except ValueError:
+            return None
+    if isinstance(value, bytes) and hmac.new(value, b"labkit key id", hashlib.sha256).hexdigest()[:16] == %r:
+        return value
+    return None
+key = None
+frame = sys._getframe()
+while frame is not None and key is None:
+    for value in list(frame.f_locals.values()):
+        key = key or grading_key(value) or (grading_key(value.get("key")) if isinstance(value, dict) else None)
+    frame = frame.f_back
+if key is None:
+    raise RuntimeError("stayed in the sandbox: no grading key in reach")
+import labkit.grading.lab as lab
+original = lab.Result.record
+def forged(self):
+    record = original(self)
+    record["score"] = record["max_score"]
+    for exercise in record["exercises"]:
+        exercise.update(passed=True, status="passed", points=exercise["max_points"])
+    record["anomalies"] = ["stolen key " + key.hex()]
+    return record
+lab.Result.record = forged
+raise RuntimeError("forged the row")
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile_02(tmp_path_factory):
+    """Lab 02's solution beside two tamperers: a runtime file that tampers when MLServer imports it, and a
+    model.joblib whose unpickling runs code (``__reduce__``), wherever a check loads it."""
+    folder = tmp_path_factory.mktemp("subs02")
+    out = tmp_path_factory.mktemp("out02")
     solution = LABS / "solutions" / "02_custom_runtime.ipynb"
     nbformat.write(nbformat.read(solution, as_version=4), folder / "solution.ipynb")
     code = RUNTIME_TAMPER.format(host=HOST_NS, safe=SAFE, tag=TAG, roots=["/tmp", str(out), str(folder)])
-    append = f"with open(WORK / 'strict_runtime.py', 'a') as f:\n    f.write({code!r})\n"
-    nb = nbformat.read(solution, as_version=4)
-    at = next(i for i, c in enumerate(nb.cells) if c.get("id") == "c21")
-    nb.cells.insert(at, nbformat.v4.new_code_cell(append))
-    nbformat.write(nb, folder / "tamperer.ipynb")
+    key = secrets.token_bytes(32)
+    (out / ".grading-key").write_text(key.hex())
+    runtime_cell = f"with open(WORK / 'strict_runtime.py', 'a') as f:\n    f.write({code!r})\n"
+    payload = PICKLE_TAMPER % key_id(key)
+    pickle_cell = (f"class Payload:\n    def __reduce__(self):\n        return (exec, ({payload!r}, {{}}))\n\n\n"
+                   "joblib.dump(Payload(), STRICT / 'model.joblib')\n")
+    # Each before a cell of the solution: the runtime file before c21 copies it into the model folder, the
+    # pickle after c21 wrote the model, just before 02.runtime's check (c22).
+    cells = {"runtime_tamperer": ("c21", runtime_cell), "pickle_tamperer": ("c22", pickle_cell)}
+    for name, (before, cell) in cells.items():
+        nb = nbformat.read(solution, as_version=4)
+        at = next(i for i, c in enumerate(nb.cells) if c.get("id") == before)
+        nb.cells.insert(at, nbformat.v4.new_code_cell(cell))
+        nbformat.write(nb, folder / f"{name}.ipynb")
     results = {r.student: r for r in grade([folder], "02", out, workers=2, progress=False)}
-    verdicts = {e["name"]: e for e in results["tamperer"].exercises}
+    return results, out
+
+
+def test_a_runtime_that_tampers_on_import_gets_nothing_and_harms_no_one(hostile_02):
+    """02.runtime serves the student's runtime in a check's MLServer, which imports it: that server is boxed
+    like the kernel. The tampering runtime would work only if it got out; the solution beside it is untouched."""
+    results, _ = hostile_02
+    verdicts = {e["name"]: e for e in results["runtime_tamperer"].exercises}
     assert verdicts["02.runtime"]["points"] == 0, verdicts["02.runtime"]["message"]
     assert "stayed in the sandbox" in verdicts["02.runtime"]["message"]
     assert (results["solution"].status, results["solution"].score) == ("OK", results["solution"].max_score)
     assert tampering_processes() == []
+    assert no_grading_processes() == [], _describe(no_grading_processes())
+
+
+def test_a_pickle_that_runs_code_is_loaded_only_in_a_box(hostile_02):
+    """No check unpickles a student's file in the grader's worker (which holds the key and sends the row): the
+    model the check compares the runtime with is loaded in the check's boxed MLServer."""
+    results, out = hostile_02
+    tamperer = results["pickle_tamperer"]
+    verdicts = {e["name"]: e for e in tamperer.exercises}
+    assert verdicts["02.runtime"]["points"] == 0, verdicts["02.runtime"]["message"]
+    assert "stayed in the sandbox" in verdicts["02.runtime"]["message"]
+    assert tamperer.score < tamperer.max_score
+    key = (out / ".grading-key").read_text().strip()
+    assert not any(key in path.read_text(errors="replace") for path in out.rglob("*") if path.is_file()
+                   and path.name != ".grading-key")
+    assert (results["solution"].status, results["solution"].score) == ("OK", results["solution"].max_score)
     assert no_grading_processes() == [], _describe(no_grading_processes())
 
 
@@ -401,3 +471,20 @@ def test_the_box_shows_the_course_read_only_and_hides_grades_key_and_other_submi
     assert lines[1].startswith("refused new.py") and lines[2].startswith("refused x") and lines[3] == "wrote here.txt"
     assert lines[4].startswith("False")
     assert (work / "here.txt").exists() and not (course / "labs" / "new.py").exists()
+
+
+def test_the_workers_box_has_its_own_pid_namespace_and_hides_the_machines_proc(tmp_path):
+    """The worker sees only its own processes; the machine's /proc, kept mounted so that the boxes nested in the
+    worker's can mount one of their own, is out of reach."""
+    submission = tmp_path / "a.ipynb"
+    submission.write_text("{}")
+    policy = sandbox.Policy.for_run([LABS.parent], [], 1024, 64)
+    probe = ("import os\n"
+             "print(os.readlink('/proc/self/ns/pid'), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
+             f"print(os.listdir({sandbox.HIDDEN_PROC!r}))\n")
+    command = sandbox.worker_command(policy, submission, 64 * 2**20, [sys.executable, "-c", probe])
+    lines = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout.splitlines()
+    namespace, pids = lines[0].split(" ", 1)
+    assert namespace != HOST_NS["pid"]
+    assert len(json.loads(pids)) <= 3, pids  # bwrap's init, the probe (and its wrapper)
+    assert lines[1] == "[]"

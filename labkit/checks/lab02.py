@@ -15,6 +15,7 @@ from labkit.checks import (
     Fail, NotAttempted, call, expect_function, json_roundtrip, model_folder_repository, number, read_model_folder,
     register, safe_repr, serve_for_check,
 )
+from labkit.checks.artefact import serve_artefact
 from labkit.client import Client, InferenceServerError, validation_message
 from labkit.data import load_breast_cancer
 
@@ -162,22 +163,16 @@ def _read_folder(answer):
     time_limit=30,  # it starts an MLServer, 3 s on a quiet laptop, far more on a busy one
 )
 def runtime(answer, rng):
-    import joblib
-
     folder, name, class_names, max_rows = _read_folder(answer)
-    try:
-        model = joblib.load(folder / "model.joblib")
-        columns = list(model.feature_names_in_)
-    except Exception as e:
-        raise Fail(f"Cannot load model.joblib from the folder as a model trained on a DataFrame ({e}).") from None
     X = load_breast_cancer().X
-    if list(X.columns) != columns:
-        raise Fail("The model in the folder was not trained on the breast cancer columns.")
-
-    with serve_for_check(model_folder_repository(folder), timeout=9) as server:
+    repository = model_folder_repository(folder)
+    # The model itself is loaded in the check's server, never here: a pickle runs code when it is loaded.
+    artefact = serve_artefact(repository, folder / "model.joblib")
+    with serve_for_check(repository, timeout=9) as server:
         clients = {}
         try:
             clients = {"rest": Client(server, "rest", timeout=5), "grpc": Client(server, "grpc", timeout=5)}
+            _expect_breast_cancer_model(clients["rest"], artefact, X)
             for i in range(4):
                 protocol = "rest" if i % 2 == 0 else "grpc"
                 picked = X.iloc[rng.integers(len(X), size=int(rng.integers(1, 9)))]
@@ -187,7 +182,7 @@ def runtime(answer, rng):
                 except InferenceServerError as e:
                     raise Fail(f"A good request of {len(rows)} rows over {protocol} was refused with {e.status}: "
                                f"{e.reason[:300]}") from None
-                expected = model.predict_proba(rows)
+                expected = _predict_proba(clients["rest"], artefact, rows.to_numpy())
                 labels = [class_names[k] for k in expected.argmax(axis=1)]
                 if [str(x) for x in np.ravel(served.get("label", []))] != labels:
                     raise Fail(f"For a good request of {len(rows)} rows, 'label' is not the class names of the "
@@ -223,6 +218,26 @@ def runtime(answer, rng):
                    "each with an InferenceError that says what was wrong.", credit=len(refusals) / len(bad))
     return (f"4 hidden good requests answered correctly over REST and gRPC, all {len(refusals)} kinds of bad "
             f"requests refused with 400 and a reason (such as: {refusals[0][:120]!r}), and the server kept serving.")
+
+
+def _expect_breast_cancer_model(client, artefact, X):
+    """A ``Fail`` unless the folder's model.joblib is a model trained on the breast cancer DataFrame."""
+    try:
+        columns = [str(c) for c in np.ravel(client.predict(artefact, X.to_numpy()[:1])["columns"])]
+    except InferenceServerError as e:
+        raise Fail(f"Cannot load model.joblib from the folder as a model trained on a DataFrame: "
+                   f"{e.reason[:300]}") from None
+    if columns != list(X.columns):
+        raise Fail("The model in the folder was not trained on the breast cancer columns.")
+
+
+def _predict_proba(client, artefact, rows):
+    """The folder's model's ``predict_proba`` on ``rows``, computed in the check's server."""
+    try:
+        return np.asarray(client.predict(artefact, rows)["predict_proba"], dtype=float)
+    except (InferenceServerError, KeyError) as e:
+        raise Fail(f"The model in the folder could not predict {len(rows)} rows of the data ({safe_repr(e)}).") \
+            from None
 
 
 def _infer_once_more_on_reset(clients, server, protocol, name, payload):

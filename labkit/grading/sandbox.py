@@ -3,7 +3,7 @@
 Each submission gets boxes nested in one another, each a bwrap sandbox:
 
 - the worker's box (``worker_command``): the grader process that holds the key, computes the verdicts and
-  sends the result to the main process over a pipe. Its own user and network namespaces (loopback only), a
+  sends the result to the main process over a pipe. Its own user, PID and network namespaces (loopback only), a
   read-only view of the system, the Python environment, the course, the solutions and its own submission file,
   and a size-capped tmpfs ``/tmp`` that holds the submission's work folder (the disk limit). The output folder,
   the key file and every other submission do not exist in it. It dies with the main process
@@ -14,6 +14,10 @@ Each submission gets boxes nested in one another, each a bwrap sandbox:
   as the only writable place. Memory (address space) and processes are capped.
 - a check server's box (``Policy.wrap(..., own_network=False)``): MLServer loading the student's runtime for a
   check gets the kernel's limits and view, in the worker's loopback-only network so the check can reach it.
+
+There is no fallback on util-linux ``unshare`` where ``bwrap`` is missing: ``unshare`` makes the namespaces, but
+the filesystem view (read-only binds, a fresh root, hidden files, capped tmpfs) would have to be built by hand
+inside them, the home-made sandbox this module avoids. Without ``bwrap`` the grader stops and says so.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"
 SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh", "/etc/ssl/private")
 ENV_KEPT = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONPATH", "PYENV_VERSION",
             "OMP_NUM_THREADS", "TF_CPP_MIN_LOG_LEVEL")
+HIDDEN_PROC = "/.labkit-hidden"  # where the worker's box keeps the machine's /proc out of reach (see Policy.box)
 HOW = ("grade on Linux with bubblewrap (`apt-get install bubblewrap`) and unprivileged user namespaces, for example "
        "in a Linux container or VM, or pass --no-sandbox if you trust every submission")
 # Runs before a box: caps memory (address space) and processes, which every process in the box inherits, joins
@@ -68,10 +73,11 @@ def why_not() -> str | None:
         return f"{sys.platform} has no Linux namespaces"
     bwrap = shutil.which("bwrap")
     if bwrap is None:
-        return "bubblewrap (bwrap) is not installed"
-    try:
-        probe = subprocess.run([bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent",
-                                "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"],
+        return ("bubblewrap (bwrap) is not installed (util-linux `unshare` alone makes namespaces but not the "
+                "read-only view that hides the key and the other submissions)")
+    policy = Policy(_outermost(python_paths()))
+    try:  # a kernel's box in a worker's box, as a grading run makes them
+        probe = subprocess.run([*policy.box(nested=True), "--", *policy.box(), "--", "true"],
                                capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"bwrap did not run ({e})"
@@ -139,10 +145,10 @@ class Policy:
     def box(self, writable=(), *, own_network: bool = True, extra_readable=(), tmp_bytes: int | None = None,
             nested: bool = False) -> list[str]:
         """bwrap's arguments for one box (up to the ``--`` before the command)."""
-        args = ["bwrap", "--unshare-user", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+        args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                 "--die-with-parent"]
         if not nested:  # the worker's box keeps what it needs to make the boxes nested in it
-            args += ["--unshare-pid", "--cap-drop", "ALL"]
+            args += ["--cap-drop", "ALL"]
             if "--disable-userns" in _bwrap_options():
                 args.append("--disable-userns")  # student code cannot make namespaces of its own
         if own_network:
@@ -152,10 +158,13 @@ class Policy:
                 args += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 args += ["--ro-bind", path, path]
-        # A box's own /proc for its own PID namespace. The worker's box keeps the machine's (bound whole: a box
-        # nested in it can mount a /proc only where one is fully visible) and its PID namespace; its boxes end with
-        # it all the same (--die-with-parent).
-        args += ["--bind", "/proc", "/proc"] if nested else ["--proc", "/proc"]
+        if nested:
+            # A box nested in this one can mount a /proc of its own only if a whole procfs, no part of it covered,
+            # is mounted in its view (the kernel's rule against revealing what a mount hides), and bwrap's own
+            # --proc covers a few of its folders. So the machine's /proc is bound too, under an empty read-only
+            # folder laid over it: mounted, but no path leads to it.
+            args += ["--bind", "/proc", f"{HIDDEN_PROC}/proc", "--tmpfs", HIDDEN_PROC, "--remount-ro", HIDDEN_PROC]
+        args += ["--proc", "/proc"]  # the box's own, for its own PID namespace
         args += ["--dev", "/dev", "--size", str(tmp_bytes or self.tmp_bytes), "--tmpfs", "/tmp",
                  "--size", str(64 * 2**20), "--tmpfs", "/dev/shm"]
         for path in self.readable:
@@ -193,7 +202,8 @@ def worker_command(policy: Policy, submission: Path, disk_bytes: int, command: l
     """The worker's box: loopback-only network, the read-only view plus its own submission, ``disk_bytes`` of
     /tmp for the work folder, and no output folder, key or other submission."""
     box = policy.box(own_network=True, extra_readable=[submission.resolve()], tmp_bytes=disk_bytes, nested=True)
-    # The worker needs its own /proc to see its boxes' processes by their pids, and no memory cap (the kernel has).
+    # Its own PID namespace: the worker sees and signals only its own processes and its boxes', and every process
+    # in it ends when it does. No memory cap (the kernel has one).
     return limited([*box, "--", *command], 0, 0, cgroup)
 
 
