@@ -156,17 +156,17 @@ def test_links_are_direct_without_a_hub(monkeypatch):
 
 def test_new_labs_are_discovered_with_titles(tmp_path):
     (tmp_path / "labs").mkdir()
-    notebook = {"cells": [{"cell_type": "markdown", "source": ["Intro\n", "# 09 · Something new\n"]}]}
-    (tmp_path / "labs" / "09_something_new.ipynb").write_text(json.dumps(notebook))
+    notebook = {"cells": [{"cell_type": "markdown", "source": ["Intro\n", "# 98 · Something new\n"]}]}
+    (tmp_path / "labs" / "98_something_new.ipynb").write_text(json.dumps(notebook))
     (tmp_path / "labs" / "notes.ipynb").write_text("{}")
-    (tmp_path / "labs" / "10_broken.ipynb").write_text("not json")
+    (tmp_path / "labs" / "99_broken.ipynb").write_text("not json")
     folder = catalog.labs_folder(tmp_path)
     assert folder == tmp_path / "labs"
     found = catalog.discover_labs(folder)
-    assert [(lab["lab"], lab["title"]) for lab in found] == [("09", "09 · Something new"), ("10", "10 broken")]
+    assert [(lab["lab"], lab["title"]) for lab in found] == [("98", "98 · Something new"), ("99", "99 broken")]
     assert catalog.labs_folder(tmp_path / "labs") == tmp_path / "labs"
     assert catalog.labs_folder(tmp_path / "elsewhere") is None
-    assert catalog.exercises(["09"]) == {"09": []}
+    assert catalog.exercises(["98"]) == {"98": []}  # a lab with no checks (09 and 10 now have theirs)
 
 
 def test_progress_file_is_empty_not_an_error_when_missing_or_corrupt(tmp_path):
