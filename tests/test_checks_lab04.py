@@ -4,7 +4,7 @@ import numpy as np
 from check_seeds import assert_fails_on_every_seed, assert_passes_on_every_seed
 from scipy.stats import binomtest
 
-from labkit.checks import check
+from labkit.checks import check, lab04
 
 
 # -- exercise 1: policy ---------------------------------------------------------------------------------------
@@ -57,8 +57,83 @@ def policy_promotes_on_a_judged_window(windows, guardrails):
     return "promote" if decision == "hold" else decision
 
 
+def policy_holds_at_the_first_thin_window(windows, guardrails):
+    for w in windows:
+        if w["requests"] < guardrails["min_requests"]:
+            return "hold"  # and never sees a later window that fails
+        if w["errors"] / w["requests"] > guardrails["max_error_rate"] or w["p95"] > guardrails["max_p95"]:
+            return "rollback"
+    return "promote"
+
+
+def policy_holds_before_it_judges(windows, guardrails):
+    if any(w["requests"] < guardrails["min_requests"] for w in windows):
+        return "hold"
+    return policy(windows, guardrails)
+
+
+def judged(windows, guardrails, thin, fails):
+    """The solution's structure with the comparisons given: thin(requests, min), fails(window, guardrails)."""
+    decided_all = True
+    for w in windows:
+        if thin(w["requests"], guardrails["min_requests"]):
+            decided_all = False
+        elif fails(w, guardrails):
+            return "rollback"
+    return "promote" if decided_all else "hold"
+
+
+def policy_at_the_error_limit_fails(windows, guardrails):
+    return judged(windows, guardrails, lambda n, m: n < m, lambda w, g: (
+        w["errors"] / w["requests"] >= g["max_error_rate"] or w["p95"] > g["max_p95"]))
+
+
+def policy_at_the_latency_limit_fails(windows, guardrails):
+    return judged(windows, guardrails, lambda n, m: n < m, lambda w, g: (
+        w["errors"] / w["requests"] > g["max_error_rate"] or w["p95"] >= g["max_p95"]))
+
+
+def policy_min_requests_not_enough(windows, guardrails):
+    return judged(windows, guardrails, lambda n, m: n <= m, lambda w, g: (
+        w["errors"] / w["requests"] > g["max_error_rate"] or w["p95"] > g["max_p95"]))
+
+
+def policy_with_a_tolerance(windows, guardrails):
+    return judged(windows, guardrails, lambda n, m: n < m, lambda w, g: (
+        w["errors"] / w["requests"] > 1.1 * g["max_error_rate"] or w["p95"] > 1.01 * g["max_p95"]))
+
+
+def policy_errors_against_a_product(windows, guardrails):
+    """Right too: errors compared with requests x max_error_rate."""
+    return judged(windows, guardrails, lambda n, m: n < m, lambda w, g: (
+        w["errors"] > w["requests"] * g["max_error_rate"] or w["p95"] > g["max_p95"]))
+
+
 def test_policy_right_answer_passes():
     assert_passes_on_every_seed("04.policy", policy)
+    assert_passes_on_every_seed("04.policy", policy_errors_against_a_product)
+
+
+def test_policy_boundary_mistakes_fail():
+    for wrong, words in [(policy_holds_at_the_first_thin_window, "then a failing one"),
+                         (policy_holds_before_it_judges, "then a failing one"),
+                         (policy_at_the_error_limit_fails, "exactly at max_error_rate"),
+                         (policy_at_the_latency_limit_fails, "exactly at max_p95"),
+                         (policy_min_requests_not_enough, "exactly min_requests"),
+                         (policy_with_a_tolerance, "right decision")]:
+        assert_fails_on_every_seed("04.policy", wrong, words)
+
+
+def test_policy_boundaries_are_exact():
+    """The windows at a limit are exactly at it, in the arithmetic a student would use."""
+    for seed in range(20):
+        for kind, windows, g in lab04.policy_scenarios(np.random.default_rng(seed)):
+            if kind == "an error rate exactly at max_error_rate":
+                assert any(w["errors"] / w["requests"] == g["max_error_rate"] for w in windows)
+            if kind == "a p95 exactly at max_p95":
+                assert any(w["p95"] == g["max_p95"] for w in windows)
+            if kind == "a window of exactly min_requests":
+                assert any(w["requests"] == g["min_requests"] for w in windows)
 
 
 def test_policy_wrong_answers_fail():

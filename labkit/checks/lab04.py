@@ -77,7 +77,64 @@ def policy_scenarios(rng) -> list[tuple[str, list[dict], dict]]:
     windows = [_window(rng, g, busy(g), 0.5, 0.5) for _ in range(n)]
     windows[int(rng.integers(n))]["requests"] = int(g["min_requests"] - 1)
     cases.append(("one window too small", windows, g))
+    g = _guardrails(rng)  # too small to judge, then a failure: holding at the first thin window misses it
+    windows = [_window(rng, g, busy(g), 0.5, 0.5) for _ in range(n)]
+    thin = int(rng.integers(0, n - 3))
+    failing = int(rng.integers(thin + 1, n - 1))
+    windows[thin] = _window(rng, g, g["min_requests"] * rng.uniform(0.2, 0.9), 0.0, 0.5)
+    windows[failing] = (_window(rng, g, busy(g), rng.uniform(1.5, 3), 0.5) if rng.random() < 0.5
+                        else _window(rng, g, busy(g), 0.5, rng.uniform(1.2, 1.5)))
+    windows[-1] = _window(rng, g, g["min_requests"] // 2, 0.0, 0.5)  # and one after it, also too small
+    cases.append(("a window too small, then a failing one", windows, g))
+    # Exactly at each limit, which is not over it (the exercise: a window fails if it is over the limit; one with
+    # fewer than min_requests cannot be judged), and just over them.
+    g = _guardrails(rng)
+    windows = [_window(rng, g, busy(g), 0.5, 0.5) for _ in range(n)]
+    windows[int(rng.integers(n))] = _at_error_limit(rng, g)
+    cases.append(("an error rate exactly at max_error_rate", windows, g))
+    g = _guardrails(rng)
+    windows = [_window(rng, g, busy(g), 0.5, 0.5) for _ in range(n)]
+    windows[int(rng.integers(n))]["p95"] = g["max_p95"]
+    cases.append(("a p95 exactly at max_p95", windows, g))
+    g = _guardrails(rng)
+    windows = [_window(rng, g, busy(g), 0.5, 0.5) for _ in range(n)]
+    windows[int(rng.integers(n))] = _window(rng, g, g["min_requests"], 0.5, 0.5)
+    cases.append(("a window of exactly min_requests", windows, g))
+    g = _guardrails(rng)
+    windows = [_window(rng, g, busy(g), 0.5, 0.5) for _ in range(n)]
+    windows[int(rng.integers(n))] = _window(rng, g, g["min_requests"], 0.0, 0.5)
+    over = _at_error_limit(rng, g)
+    over["errors"] += 1
+    windows[int(rng.integers(n))] = over
+    cases.append(("one error over max_error_rate", windows, g))
+    g = _guardrails(rng)
+    windows = [_window(rng, g, busy(g), 0.5, 0.5) for _ in range(n)]
+    windows[int(rng.integers(n))]["p95"] = round(g["max_p95"] + 0.001, 4)
+    cases.append(("a p95 1 ms over max_p95", windows, g))
     return cases
+
+
+def _at_error_limit(rng, g) -> dict:
+    """A judged window whose error rate is exactly ``max_error_rate``, however it is computed (errors / requests,
+    or errors against requests * max_error_rate: both are exact for these numbers)."""
+    rate = g["max_error_rate"]
+    for _ in range(100):
+        requests = 100 * int(rng.integers(2 * g["min_requests"] // 100 + 1, 30))
+        errors = round(requests * rate)
+        if errors / requests == rate and requests * rate == errors:
+            return {"requests": requests, "errors": errors, "p95": round(g["max_p95"] * rng.uniform(0.3, 0.9), 4)}
+    raise AssertionError(f"no exact error rate {rate} found")  # not reached for the limits of _guardrails
+
+
+POLICY_NOTES = {
+    "a window too small, then a failing one": " A window too small to judge proves nothing either way: go on to the "
+                                              "next windows, and a judged one that fails still means rollback.",
+    "an error rate exactly at max_error_rate": " A window fails when its error rate is over the limit; exactly at "
+                                               "it is not over.",
+    "a p95 exactly at max_p95": " A window fails when its p95 is over the limit; exactly at it is not over.",
+    "a window of exactly min_requests": " Only a window with fewer than min_requests requests cannot be judged; "
+                                        "one with exactly min_requests can.",
+}
 
 
 @register(
@@ -86,10 +143,12 @@ def policy_scenarios(rng) -> list[tuple[str, list[dict], dict]]:
     title="A rollout policy",
     hints=(
         "Judge every window on its own, as the rollout's analysis does: a window with fewer requests than "
-        "min_requests proves nothing either way, however its errors look.",
+        "min_requests proves nothing either way, however its errors look (one with exactly min_requests can be "
+        "judged), and the windows after it still count.",
         "A judged window fails when its error rate (errors divided by requests, not the count of errors) is over "
-        "max_error_rate or its p95 is over max_p95. One failed window is enough to roll back, even if later "
-        "windows look fine again: averages over all windows hide a sudden failure and a slow degradation.",
+        "max_error_rate or its p95 is over max_p95 (exactly at a limit is not over it). One failed window is "
+        "enough to roll back, even if later windows look fine again: averages over all windows hide a sudden "
+        "failure and a slow degradation.",
         "Three outcomes, in this order: rollback if any judged window failed; promote only if every window was "
         "judged and passed; otherwise hold for a person. Read the limits from guardrails, never hard-code them.",
     ),
@@ -105,8 +164,10 @@ def policy(answer, rng):
             raise Fail(f"{shown} returned {safe_repr(got)}; return one of {', '.join(map(repr, DECISIONS))}.")
         if got.strip().lower() != expected:
             rows = "\n".join(f"  {w}" for w in windows)
-            raise Fail(f"{shown} returned {got!r}, but the right decision is {expected!r}. The windows:\n{rows}")
-    return f"Right decisions for {len(scenarios)} hidden rollouts: good, degrading, failing and too quiet to judge."
+            raise Fail(f"{shown} returned {got!r}, but the right decision is {expected!r}.{POLICY_NOTES.get(kind, '')}"
+                       f" The windows:\n{rows}")
+    return (f"Right decisions for {len(scenarios)} hidden rollouts: good, degrading, failing, too quiet to judge, "
+            "and exactly at the limits.")
 
 
 # -- exercise 2: shadow disagreement with a confidence interval ----------------------------------------------
