@@ -223,6 +223,17 @@ def vae(pca):
     return LinearVAE(pca)
 
 
+def state():
+    """What the notebook's run makes and the VAE score's solution uses (for tests/mutants.py): a linear VAE and
+    its deterministic reconstruction from the mean code, as the notebook's ``reconstruct``."""
+    vae = LinearVAE(PCA(8, random_state=0).fit(load_digits("train").X))
+
+    def reconstruct(rows):
+        return vae.decoder.predict(vae.encoder.predict(np.asarray(rows, dtype=float))[0])
+
+    return {"vae": vae, "reconstruct": reconstruct}
+
+
 def pca_scorer(pca):
     def outlier_score(rows):
         rows = np.asarray(rows)
