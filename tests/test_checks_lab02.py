@@ -236,24 +236,31 @@ def test_a_model_trained_on_other_columns_fails(tmp_path, frame_model, dataset):
 
 
 # Serving costs seconds per call, so runtimes that miss one kind of bad request run on 2 seeds, not 20: every
-# call sends all 13 kinds of bad request (only their details are random), so a runtime that misses one kind
+# call sends all 17 kinds of bad request (only their details are random), so a runtime that misses one kind
 # fails on every seed, and the seed decides no grade.
 SERVER_SEEDS = range(2)
 FORGETS = {
     "NaN or infinite": ("bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))", "bad_rows = np.array([])"),
     "more than max_rows": ("if not 1 <= len(frame) <= self._max_rows:", "if len(frame) < 1:"),
     "INT8": ("if tensor.datatype not in FLOATS:", "if tensor.datatype == 'BYTES':"),
+    # answered with the rows numpy's reshape guesses (the count check alone refuses them too: a product with one
+    # negative size is no count, and numpy refuses two)
+    "negative size": [("if any(size < 0 for size in shape):", "if False:"),
+                      ("if math.prod(nested) != math.prod(shape):", "if False:")],
+    # answered with values shuffled across features (the 2-D kind) or reshaped silently (the 3-D kind)
+    "nested": ("if len(nested) > 1 and nested != shape:", "if False:"),
 }
 
 
 @pytest.mark.parametrize("kind", FORGETS)
 def test_a_runtime_that_misses_one_kind_fails_on_every_seed_with_partial_credit(tmp_path, frame_model, dataset,
                                                                                  kind):
-    old, new = FORGETS[kind]
     source = (RUNTIMES / "strict_runtime.py").read_text()
-    assert old in source
+    for old, new in FORGETS[kind] if isinstance(FORGETS[kind], list) else [FORGETS[kind]]:
+        assert old in source
+        source = source.replace(old, new)
     folder = model_folder(tmp_path / "m", frame_model, dataset.target_names,
-                          strict_source=source.replace(old, new))
+                          strict_source=source)
     for seed in SERVER_SEEDS:
         feedback = check("02.runtime", str(folder), seed=seed)
         assert feedback.status == "failed" and kind in feedback.message, feedback.message
@@ -271,7 +278,7 @@ def test_every_kind_of_bad_request_is_sent_on_every_call(dataset):
         drawn = _bad_requests(dataset.X.iloc[:3], 40, np.random.default_rng(seed))
         return sorted((re.sub(r"\d+", "N", what), protocol) for what, protocol, _ in drawn)
 
-    assert len(kinds(0)) == len(set(kinds(0))) == 13
+    assert len(kinds(0)) == len(set(kinds(0))) == 17
     assert all(kinds(seed) == kinds(0) for seed in range(1, 20))
 
 

@@ -1,6 +1,8 @@
 """Reliability of lab 02's strict runtime: generated malformed requests over REST and gRPC.
 
-Every malformed request must be refused with a 4xx (gRPC: a client-error code), never a 5xx;
+Every malformed request must be refused with a 4xx (gRPC: a client-error code), never a 5xx, and never
+answered: among them shapes with a negative size and data nested otherwise than its shape, which MLServer's
+codec would reshape into rows without a word;
 good requests sent in between must keep getting the model's own answers; the server must be
 alive at the end. A malformed request that turns out acceptable (a tensor-level content type
 that the request codec ignores) must get the model's own answer. The counts are printed
@@ -108,7 +110,7 @@ def _tensor(rng, n_rows, n_cols):
 
 def _malformed_rest(rng, dataset):
     """(path, raw body) of one malformed REST request of a randomly chosen kind."""
-    kind = int(rng.integers(9))
+    kind = int(rng.integers(11))
     rows = dataset.X.values[rng.integers(len(dataset.X), size=int(rng.integers(1, 5)))]
     path = "/v2/models/diagnosis/infer"
     if kind == 0:  # random tensor mismatches
@@ -145,6 +147,17 @@ def _malformed_rest(rng, dataset):
     elif kind == 7:  # unknown outputs
         body = {"inputs": [{"name": "f", "shape": [1, 30], "datatype": "FP64", "data": rows[0].tolist()}],
                 "outputs": [{"name": str(rng.choice(["predict", "label ", "proba", ""]))}]}
+    elif kind == 8:  # a negative size, which numpy's reshape in MLServer's codec would guess
+        n = len(rows)
+        shape = [[-1, 30], [-n, 30], [n, -1], [n, -30], [-1, -1], [-n, -30]][int(rng.integers(6))]
+        body = {"inputs": [{"name": "f", "shape": shape, "datatype": str(rng.choice(["FP64", "FP32"])),
+                            "data": rows.ravel().tolist()}]}
+    elif kind == 9:  # data nested otherwise than the shape [n, 30], which the codec's reshape would scramble
+        nested = [rows.T.tolist(), [rows.ravel().tolist()], rows.ravel()[:, None].tolist(),
+                  rows[:, :, None].tolist(), rows[None].tolist(), rows[:, None, :].tolist()][int(rng.integers(6))]
+        body = {"inputs": [{"name": "f", "shape": list(rows.shape), "datatype": "FP64", "data": nested}]}
+        if len(rows) == 1 and np.shape(nested)[:2] == (1, 30):
+            body["inputs"][0]["shape"] = [30, 1]  # [[30 values]] is nested as [1, 30] itself: declare it otherwise
     else:  # the wrong structure altogether
         body = [{"inputs": "features"}, {"input": []}, {"inputs": [{"name": "f"}]}, {"inputs": [1, 2]}][
             int(rng.integers(4))]
@@ -163,8 +176,8 @@ def _malformed_grpc(rng, dataset):
     raw = None
     parameters = {}
     if kind == 0:  # declared shape and data disagree
-        shape = [[int(rng.integers(10**6, 10**12)), 30], [n_rows, 29], [n_rows * 30], [0, 30], [n_rows, 30, 2]][
-            int(rng.integers(5))]
+        shape = [[int(rng.integers(10**6, 10**12)), 30], [n_rows, 29], [n_rows * 30], [0, 30], [n_rows, 30, 2],
+                 [-1, 30], [n_rows, -1], [-n_rows, 30]][int(rng.integers(8))]
     elif kind == 1:  # datatype and contents disagree
         datatype = str(rng.choice(DATATYPES))
         if rng.random() < 0.5:

@@ -106,6 +106,11 @@ def _bad_requests(frame, max_rows, rng):
     missing = frame.drop(columns=frame.columns[rng.integers(n_cols)])
     extra = frame.assign(**{f"extra_{int(rng.integers(100))}": 1.0})
     oversized = int(max_rows + rng.integers(1, 20))
+    shapes = [[-1, n_cols], [-n_rows, n_cols], [n_rows, -1], [n_rows, -n_cols]]
+    negative = [shapes[i] for i in rng.choice(len(shapes), size=2, replace=False)]
+    other_2d = [rows.T.tolist(), [rows.ravel().tolist()], rows.ravel()[:, None].tolist(),
+                rows.reshape(n_cols, n_rows).tolist()][int(rng.integers(4))]
+    three_d = [rows[:, :, None].tolist(), rows[:, None, :].tolist(), rows[None].tolist()][int(rng.integers(3))]
     candidates = [
         (f"{wrong_cols} columns instead of {n_cols}", "rest",
          tensor(rng.normal(size=n_rows * wrong_cols).tolist(), [n_rows, wrong_cols])),
@@ -124,6 +129,12 @@ def _bad_requests(frame, max_rows, rng):
         ("a DataFrame with a missing column", "rest", missing),
         ("a DataFrame with an extra column", "grpc", extra),
         ("a declared shape larger than the data", "rest", tensor(rows.ravel().tolist(), [n_rows + 7, n_cols])),
+        # numpy's reshape takes any negative size as "guess it", so each of these decodes to the rows themselves
+        ("a negative size in the shape", "rest", tensor(rows.ravel().tolist(), negative[0])),
+        ("a negative size in the shape", "grpc", tensor(rows.ravel().tolist(), negative[1])),
+        # the codec reshapes np.array(data): nested otherwise than the shape, the values land in other features
+        ("data nested as another 2-D shape", "rest", tensor(other_2d, [n_rows, n_cols])),
+        ("data nested in 3 dimensions for a 2-D shape", "rest", tensor(three_d, [n_rows, n_cols])),
     ]
     return [candidates[i] for i in rng.permutation(len(candidates))]
 
@@ -158,7 +169,8 @@ def _read_folder(answer):
         "finite values; raise InferenceError with a message that says what to send instead.",
         "The check sends every kind of bad request on every call: wrong number of columns, NaN or infinity, "
         "strings, an INT8 declaration, an empty batch, more than max_rows rows, 1-D and 3-D tensors, a "
-        "DataFrame with a missing or an extra column, a shape larger than the data.",
+        "DataFrame with a missing or an extra column, a shape larger than the data, a negative size in the shape, "
+        "and data nested otherwise than the shape (compare numpy.shape(tensor.data.root) with tensor.shape).",
     ),
     time_limit=30,  # it starts an MLServer, 3 s on a quiet laptop, far more on a busy one
 )
@@ -205,7 +217,9 @@ def runtime(answer, rng):
                     wrong.append(f"a request with {what} (over {protocol}) broke the connection ({e})")
                 else:
                     wrong.append(f"a request with {what} (over {protocol}) was answered")
-            serving = clients["rest"].live() and clients["rest"].model_ready(name)
+            # on a fresh connection: after a 500 (an exception out of the app) uvicorn closes the pooled one
+            with Client(server, "rest", timeout=5) as fresh:
+                serving = fresh.live() and fresh.model_ready(name)
         finally:
             for client in clients.values():
                 client.close()

@@ -1,5 +1,7 @@
 """DiagnosisModel that refuses bad requests with a 400 that says what to fix."""
 
+import math
+
 import numpy as np
 import pandas as pd
 from mlserver.codecs import NumpyRequestCodec
@@ -19,6 +21,20 @@ class StrictDiagnosisModel(DiagnosisModel):
         for tensor in payload.inputs:
             if tensor.datatype not in FLOATS:
                 raise InferenceError(f"input {tensor.name!r} is {tensor.datatype}; send FP64 (or FP32) numbers")
+            shape = list(tensor.shape)
+            if any(size < 0 for size in shape):  # numpy's reshape would guess a -1
+                raise InferenceError(f"input {tensor.name!r} has shape {shape}; a request states every size "
+                                     "(0 or more); -1 is for metadata")
+            try:
+                nested = list(np.shape(tensor.data.root))
+            except ValueError:  # rows of different lengths
+                raise InferenceError(f"input {tensor.name!r} holds rows of different lengths") from None
+            if len(nested) > 1 and nested != shape:  # reshaping would shuffle the values across features
+                raise InferenceError(f"input {tensor.name!r} is nested as {nested} but has shape {shape}; send the "
+                                     "data flat, or nested as its shape")
+            if math.prod(nested) != math.prod(shape):
+                raise InferenceError(f"input {tensor.name!r} holds {math.prod(nested)} values; its shape {shape} "
+                                     f"needs {math.prod(shape)}")
         try:
             decoded = self.decode_request(payload, default_codec=NumpyRequestCodec)
         except Exception as error:  # a codec's complaint about the tensors is the client's to fix
