@@ -179,6 +179,90 @@ def idle_keeps_the_streak(series, threshold, objective=0.99, windows=2):
     return states
 
 
+def alarm(series, threshold, objective, windows, *, start=0, breach=None, fires=None):
+    """The solution with one part replaced: the streak's start, breach(slow, fast, total, objective),
+    fires(streak, windows)."""
+    breach = breach or (lambda slow, fast, total, objective: slow / total > 1 - objective)
+    fires = fires or (lambda streak, windows: streak >= windows)
+    states, streak = [], start
+    for before, after in zip(series, series[1:], strict=False):
+        first, last = np.array(before["count"]), np.array(after["count"])
+        new = last - first if (last >= first).all() else last
+        total, fast = new[-1], new[list(after["le"]).index(threshold)]
+        streak = streak + 1 if total > 0 and breach(total - fast, fast, total, objective) else 0
+        states.append(fires(streak, windows))
+    return states
+
+
+def streak_starts_at_one(series, threshold, objective=0.99, windows=2):
+    return alarm(series, threshold, objective, windows, start=1)
+
+
+def at_the_objective_breaches(series, threshold, objective=0.99, windows=2):
+    return alarm(series, threshold, objective, windows,
+                 breach=lambda slow, fast, total, objective: slow / total >= 1 - objective)
+
+
+def at_the_objective_breaches_as_a_share_of_fast(series, threshold, objective=0.99, windows=2):
+    return alarm(series, threshold, objective, windows,
+                 breach=lambda slow, fast, total, objective: fast / total <= objective)
+
+
+def fires_one_interval_late(series, threshold, objective=0.99, windows=2):
+    return alarm(series, threshold, objective, windows, fires=lambda streak, windows: streak > windows)
+
+
+def fires_one_interval_early(series, threshold, objective=0.99, windows=2):
+    return alarm(series, threshold, objective, windows, fires=lambda streak, windows: streak >= windows - 1)
+
+
+def fires_once_per_streak(series, threshold, objective=0.99, windows=2):
+    return alarm(series, threshold, objective, windows, fires=lambda streak, windows: streak == windows)
+
+
+def a_lone_request_proves_nothing(series, threshold, objective=0.99, windows=2):
+    return alarm(series, threshold, objective, windows,
+                 breach=lambda slow, fast, total, objective: total > 1 and slow / total > 1 - objective)
+
+
+def fast_share_under_the_objective(series, threshold, objective=0.99, windows=2):
+    """Right too: the share of fast requests under the objective."""
+    return alarm(series, threshold, objective, windows,
+                 breach=lambda slow, fast, total, objective: fast / total < objective)
+
+
+def test_alarm_in_another_right_form_passes():
+    assert_passes_on_every_seed("03.slo_alarm", fast_share_under_the_objective)
+
+
+@pytest.mark.parametrize("answer, words", [
+    (streak_starts_at_one, "in a row"),
+    (at_the_objective_breaches, "exactly 1 - objective"),
+    (at_the_objective_breaches_as_a_share_of_fast, "exactly 1 - objective"),
+    (fires_one_interval_late, "should fire"),
+    (fires_one_interval_early, "should stay quiet"),
+    (fires_once_per_streak, "should fire"),
+    (a_lone_request_proves_nothing, "should fire"),
+], ids=["streak starts at 1", "at the objective breaches", "at the objective breaches (fast share)",
+        "one interval late", "one interval early", "once per streak", "a lone request"])
+def test_alarm_off_by_ones_fail_on_every_seed(answer, words):
+    assert_fails_on_every_seed("03.slo_alarm", answer, words)
+
+
+def test_scripted_series_are_exactly_at_the_objective_where_they_say():
+    rng = np.random.default_rng(0)
+    for objective in lab03.EXACT_OBJECTIVES:
+        for _ in range(50):
+            total, slow = lab03._interval(rng, "at", objective)
+            assert (slow / total == 1 - objective and (total - slow) / total == objective
+                    and slow == (1 - objective) * total)
+    for windows in (1, 2, 3):
+        plans = dict(lab03.alarm_plans(rng, windows))
+        assert plans["in breach from the first interval"][:max(1, windows - 1)] == ["hot"] * max(1, windows - 1)
+        series = lab03.scripted_series(rng, 0.1, 0.875, plans["exactly at the objective"])
+        assert len(series) == len(plans["exactly at the objective"]) + 1
+
+
 @pytest.mark.parametrize("answer, words", [
     (ignores_restarts, "restarted"),
     (no_windows, "in a row"),

@@ -320,6 +320,15 @@ def split_never_switched(log, candidate, weight, alpha=0.01):
     return {**audit_split(log, candidate, weight, alpha), "switched": []}
 
 
+def split_ignores_alpha(log, candidate, weight, alpha=0.01):
+    return audit_split(log, candidate, weight)
+
+
+def split_consistent_only_above_alpha(log, candidate, weight, alpha=0.01):
+    result = audit_split(log, candidate, weight, alpha)
+    return {**result, "consistent": bool(result["p_value"] > alpha)}
+
+
 def test_split_right_answer_passes():
     assert_passes_on_every_seed("04.split", audit_split)
 
@@ -331,6 +340,8 @@ def test_split_wrong_answers_fail():
     assert_fails_on_every_seed("04.split", split_over_all_requests, "without a session")
     for wrong in (split_sessionless_are_one_client, split_switched_per_request, split_never_switched):
         assert_fails_on_every_seed("04.split", wrong, "switched should list")
+    for wrong in (split_ignores_alpha, split_consistent_only_above_alpha):
+        assert_fails_on_every_seed("04.split", wrong, "p_value >= alpha")
 
 
 def test_checks_never_raise_on_odd_answers():

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import tempfile
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
@@ -284,6 +285,65 @@ def random_series(rng, threshold, n):
     return series
 
 
+# Objectives whose 1 - objective is exact in binary floating point (1/4, 1/8, 1/16), so that a share of slow requests
+# exactly at it is a tie in every usual form of the comparison (slow / all > 1 - objective, fast / all < objective,
+# slow > (1 - objective) * all, ...). With 0.99 or 0.9 it is not: 1 - 0.9 is 0.09999999999999998, so 10 slow
+# requests of 100 breach in one form and not in another, and a tie cannot be set up at all.
+EXACT_OBJECTIVES = (0.75, 0.875, 0.9375)
+
+
+def _breach_forms(slow: int, total: int, objective: float) -> list[bool]:
+    fast = total - slow
+    return [slow / total > 1 - objective, fast / total < objective, slow > (1 - objective) * total,
+            fast < objective * total, 1 - fast / total > 1 - objective]
+
+
+def _interval(rng, kind: str, objective: float) -> tuple[int, int]:
+    """(requests, slow requests) of one interval: calm (under the objective), hot (far over), at (exactly at it:
+    not a breach) or over (one slow request more than at: a breach), with a multiple of the denominator of
+    1 - objective requests, from 50 to 400; or lone (a single request, slow: a breach, however few)."""
+    if kind == "lone":
+        return 1, 1
+    unit = (1 - Fraction(str(objective))).denominator
+    total = unit * int(rng.integers(-(-50 // unit), 400 // unit + 1))
+    at = int(total * (1 - Fraction(str(objective))))  # slow / total == 1 - objective exactly
+    slow = {"calm": lambda: int(rng.integers(0, at)), "hot": lambda: int(total * rng.uniform(0.3, 0.6)),
+            "at": lambda: at, "over": lambda: at + 1}[kind]()
+    if kind in ("at", "over"):
+        forms = _breach_forms(slow, total, objective)
+        assert all(forms) if kind == "over" else not any(forms), (kind, slow, total, objective)
+    return total, slow
+
+
+def scripted_series(rng, threshold: float, objective: float, plan: list[str]) -> list[dict]:
+    """Scrapes of a cumulative histogram whose intervals follow ``plan`` (kinds of ``_interval``, or idle)."""
+    at = BOUNDS.index(threshold)
+    counts = np.zeros(len(BOUNDS))
+    series = [{"time": 0.0, "le": list(BOUNDS), "count": counts.tolist()}]
+    for i, kind in enumerate(plan):
+        if kind != "idle":
+            total, slow = _interval(rng, kind, objective)
+            buckets = np.concatenate([rng.integers(0, at + 1, size=total - slow),
+                                      rng.integers(at + 1, len(BOUNDS), size=slow)])
+            counts = counts + np.cumsum(np.bincount(buckets, minlength=len(BOUNDS)))
+        series.append({"time": 5.0 * (i + 1), "le": list(BOUNDS), "count": counts.tolist()})
+    return series
+
+
+def alarm_plans(rng, windows: int) -> list[tuple[str, list[str]]]:
+    """Interval plans at the edges the exercise states: in breach from the very first interval, runs exactly
+    ``windows`` long and one shorter, a run with a single (slow) request in one interval, and intervals exactly
+    at the objective (no breach) next to one slow request more (a breach)."""
+    def calm(low=1, high=4):
+        return ["calm"] * int(rng.integers(low, high))
+
+    first = (["hot"] * max(1, windows - 1) + calm() + ["hot"] * windows + calm() + ["hot", "lone"]
+             + ["hot"] * windows + calm() + ["hot"] * max(0, windows - 1) + calm())
+    exact = (["at"] * (windows + int(rng.integers(1, 4))) + calm() + ["over"] * windows + ["at"]
+             + ["over"] * max(0, windows - 1) + ["at"] * 2 + ["over"] * (windows + 1) + calm(0, 2))
+    return [("in breach from the first interval", first), ("exactly at the objective", exact)]
+
+
 @register(
     "03.slo_alarm",
     points=3,
@@ -300,13 +360,20 @@ def random_series(rng, threshold, n):
 )
 def slo_alarm(answer, rng):
     expect_function(answer, "slo_alarm", "a series of scrapes, a threshold, an objective and a window count")
+    cases = []
     for windows in rng.permutation([1, 2, 3, 1, 2, 3]):  # every window count on every call
         threshold = float(rng.choice([0.05, 0.1, 0.25, 0.5]))
         objective = float(rng.choice([0.9, 0.95, 0.99]))
-        windows = int(windows)
-        series = random_series(rng, threshold, int(rng.integers(16, 30)))
+        cases.append(("idle periods and a restart", random_series(rng, threshold, int(rng.integers(16, 30))),
+                      threshold, objective, int(windows)))
+    for windows in (1, 2, 3):
+        for kind, plan in alarm_plans(rng, windows):
+            threshold = float(rng.choice([0.05, 0.1, 0.25, 0.5]))
+            objective = float(rng.choice(EXACT_OBJECTIVES if kind.startswith("exactly") else [0.9, 0.95, 0.99]))
+            cases.append((kind, scripted_series(rng, threshold, objective, plan), threshold, objective, windows))
+    for kind, series, threshold, objective, windows in cases:
         expected = reference_alarm(series, threshold, objective, windows)
-        shown = f"slo_alarm(<{len(series)} scrapes>, {threshold}, {objective}, {windows})"
+        shown = f"slo_alarm(<{len(series)} scrapes: {kind}>, {threshold}, {objective}, {windows})"
         got = call(answer, shown, json.loads(json.dumps(series)), threshold, objective, windows)
         try:
             got = [bool(x) for x in got]
@@ -321,11 +388,35 @@ def slo_alarm(answer, rng):
                 after = series[i + 1]
                 idle = after["count"][-1] == series[i]["count"][-1]
                 restart = after["count"][-1] < series[i]["count"][-1]
+                run = _breach_run(series, threshold, objective, i)
                 why = ("no request arrived in this interval, and no traffic breaks no SLO" if idle and not restart
                        else "the counters dropped here: the server restarted, so the later counts are all new"
-                       if restart else f"count the intervals in breach in a row: it fires after {windows}")
+                       if restart else f"{run} interval(s) in a row up to here are in breach"
+                       f"{_exact_note(series, threshold, objective, i)}, and it fires after {windows}")
                 state = "fire" if e else "stay quiet"
                 raise Fail(f"{shown}: at scrape {i + 1} (t = {after['time']:g} s) the alarm should {state}; "
                            f"{why}.")
-    return "Your rule fires exactly when the SLO is broken for long enough, on 6 hidden series with idle " \
-           "periods and a restart."
+    return (f"Your rule fires exactly when the SLO is broken for long enough, on {len(cases)} hidden series: idle "
+            "periods and a restart, breaches from the first interval, and shares exactly at the objective.")
+
+
+def _exact_note(series, threshold, objective, i) -> str:
+    """A note when interval ``i``'s share of slow requests is exactly 1 - objective (not a breach)."""
+    first, last = np.asarray(series[i]["count"], float), np.asarray(series[i + 1]["count"], float)
+    new = last - first if (last >= first).all() else last
+    total, fast = int(new[-1]), int(new[list(series[i + 1]["le"]).index(threshold)])
+    if total and Fraction(total - fast, total) == 1 - Fraction(str(objective)):
+        return (f" (in this one {total - fast} of {total} requests are slow, exactly 1 - objective: that is not "
+                "more than it)")
+    return ""
+
+
+def _breach_run(series, threshold, objective, i) -> int:
+    """How many intervals in a row, up to and including interval ``i``, are in breach."""
+    states = reference_alarm(series[:i + 2], threshold, objective, 1)
+    run = 0
+    for breaching in reversed(states):
+        if not breaching:
+            break
+        run += 1
+    return run

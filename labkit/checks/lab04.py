@@ -323,22 +323,32 @@ def split(answer, rng):
     expect_function(answer, "audit_split", "a log, the candidate's name, its weight and alpha")
     weight = float(rng.choice([0.1, 0.2, 0.3, 0.5]))
     # (kind, requests, the share the router really sends, clients it moves, how far the share must be from the
-    # weight: far in a small sample that is still consistent, near in a large one that is not)
-    cases = [("a working router, many requests", int(rng.integers(2000, 4000)), weight, 0, None),
-             ("a working router, few requests", int(rng.integers(40, 60)), weight, 0, "far"),
-             ("a router that sends a little too much to the candidate", 12000, weight + 0.015, 0, "near"),
+    # weight: far in a small sample that is still consistent, near in a large one that is not; alpha: a number,
+    # or "at" for exactly the log's p-value, which is consistent since consistent means p_value >= alpha)
+    cases = [("a working router, many requests", int(rng.integers(2000, 4000)), weight, 0, None, 0.01),
+             ("a working router, few requests", int(rng.integers(40, 60)), weight, 0, "far", 0.01),
+             ("a router that sends a little too much to the candidate", 12000, weight + 0.015, 0, "near", 0.01),
              ("a router that moved sticky clients", int(rng.integers(500, 1000)), weight, int(rng.integers(1, 4)),
-              None)]
-    for kind, n, share, switch, distance in cases:
+              None, 0.01),
+             ("a split off by a p-value between 0.01 and 0.05", int(rng.integers(1500, 3000)), weight + 0.02, 0,
+              "between", 0.05),
+             ("alpha exactly at the p-value", int(rng.integers(300, 800)), weight, 0, None, "at")]
+    for kind, n, share, switch, distance, alpha in cases:
         for _ in range(200):  # a draw that a working router could have made, and vice versa
             entries = split_log(rng, n, weight, share, switch)
             expected = reference_split(entries, "v2", weight)
             off = abs(expected["share"] - weight)
-            if expected["consistent"] == (share == weight) and (
+            if distance == "between":
+                if 0.01 <= expected["p_value"] < 0.05:
+                    break
+            elif expected["consistent"] == (share == weight) and (
                     distance is None or (off >= 0.03 if distance == "far" else off < 0.02)):
                 break
-        shown = f"audit_split(<log of {len(entries)} requests: {kind}>, 'v2', {weight}, alpha=0.01)"
-        got = call(answer, shown, [dict(e) for e in entries], "v2", weight, alpha=0.01)
+        if alpha == "at":
+            alpha = expected["p_value"]
+        expected = reference_split(entries, "v2", weight, alpha)
+        shown = f"audit_split(<log of {len(entries)} requests: {kind}>, 'v2', {weight}, alpha={alpha:.6g})"
+        got = call(answer, shown, [dict(e) for e in entries], "v2", weight, alpha=alpha)
         if not isinstance(got, dict) or set(expected) - set(got):
             raise Fail(f"{shown} returned {safe_repr(got)}; return a dict with share, p_value, consistent and "
                        "switched.")
@@ -355,7 +365,7 @@ def split(answer, rng):
             raise Fail(f"{shown}: consistent should be True or False, not {safe_repr(got['consistent'])}.")
         if bool(got["consistent"]) != expected["consistent"]:
             raise Fail(f"{shown}: consistent should be {expected['consistent']} (p_value "
-                       f"{expected['p_value']:.4g} against alpha 0.01).")
+                       f"{expected['p_value']:.6g} against alpha {alpha:.6g}: consistent means p_value >= alpha).")
         try:
             switched = sorted(got["switched"])
         except TypeError:
@@ -364,4 +374,5 @@ def split(answer, rng):
         if switched != expected["switched"] or len(got["switched"]) != len(expected["switched"]):
             raise Fail(f"{shown}: switched should list the {len(expected['switched'])} sticky client(s) that saw "
                        f"more than one version, once each, not {safe_repr(got['switched'])}.")
-    return "Right share, binomial p-value and sticky-client audit on 4 hidden logs, good routers and broken ones."
+    return (f"Right share, binomial p-value and sticky-client audit on {len(cases)} hidden logs, good routers and "
+            "broken ones, at two alphas and exactly at one.")
