@@ -38,6 +38,16 @@ FORMATS = {
 }
 
 
+# The capabilities that Seldon Core 2 gives its two default servers (its documentation's "Servers" page): a Model
+# is scheduled on a server whose capabilities include every one of its `requirements`. `python` is in both lists,
+# so a Model that asks only for `python` may land on Triton; `mlserver` selects MLServer whatever the runtime.
+SELDON_CAPABILITIES = {
+    "mlserver": frozenset({"mlserver", "alibi-detect", "alibi-explain", "huggingface", "lightgbm", "mlflow", "python",
+                           "sklearn", "spark-mlib", "xgboost"}),
+    "triton": frozenset({"triton", "dali", "fil", "onnx", "openvino", "python", "pytorch", "tensorflow", "tensorrt"}),
+}
+
+
 def model_format(settings: dict) -> str | None:
     """The model format of an MLServer ``model-settings.json`` (``"sklearn"``), or None for a custom runtime."""
     return FORMATS.get(settings.get("implementation", ""))
@@ -113,5 +123,5 @@ def validate_z2jh_values(values: Any) -> list[str]:
     return validate(helm_merge(_schema(Z2JH_DEFAULTS, False), values), Z2JH_VALUES, strict=False)
 
 
-__all__ = ["FORMATS", "KINDS", "Z2JH_DEFAULTS", "Z2JH_VALUES", "helm_merge", "model_format", "schema", "schema_for",
-           "validate", "validate_z2jh_values"]
+__all__ = ["FORMATS", "KINDS", "SELDON_CAPABILITIES", "Z2JH_DEFAULTS", "Z2JH_VALUES", "helm_merge", "model_format",
+           "schema", "schema_for", "validate", "validate_z2jh_values"]
