@@ -163,3 +163,88 @@ def pgd(gradient: Callable, x, y, epsilon: float, step: float, steps: int, rng: 
         direction = -np.sign(gradient(adv, target)) if target is not None else np.sign(gradient(adv, y))
         adv = np.clip(np.clip(adv + step * direction, x - epsilon, x + epsilon), 0, 1)
     return adv
+
+
+# -- a decision-based attack under a query budget -------------------------------------------------------
+
+
+class BudgetSpent(RuntimeError):
+    """Raised by a ``QueryBudget`` asked for one query more than its limit."""
+
+
+class QueryBudget:
+    """A predict function for ART's ``BlackBoxClassifier`` that asks ``ask(row) -> label`` one row at a time, at
+    most ``limit`` rows in all, and keeps every row it sent (``sent``) with its answer (``answers``)."""
+
+    def __init__(self, ask: Callable, limit: int, n_classes: int):
+        self.ask, self.limit, self.n_classes = ask, int(limit), int(n_classes)
+        self.sent: list[np.ndarray] = []
+        self.answers: list[int] = []
+
+    @property
+    def used(self) -> int:
+        return len(self.sent)
+
+    def __call__(self, rows) -> np.ndarray:
+        answers = []
+        for row in np.asarray(rows, dtype=np.float32).reshape(len(rows), -1):  # one query per row
+            if self.used >= self.limit:
+                raise BudgetSpent(f"query budget of {self.limit} spent")
+            label = int(self.ask(row))
+            self.sent.append(row)
+            self.answers.append(label)
+            answers.append(label)
+        return np.eye(self.n_classes)[answers]
+
+    def best(self, image, label: int) -> tuple[list[tuple[int, float]], np.ndarray | None]:
+        """What the attacker holds after each query: ``(queries spent, L-infinity distance from image of the
+        closest row answered with another label than `label`)`` each time that distance shrinks, and that row."""
+        image = np.asarray(image, dtype=np.float32).reshape(-1)
+        history, best, closest = [], np.inf, None
+        for spent, (row, answer) in enumerate(zip(self.sent, self.answers, strict=True), start=1):
+            if answer != label:
+                size = float(np.abs(row - image).max())
+                if size < best:
+                    best, closest = size, row
+                    history.append((spent, size))
+        return history, closest
+
+
+def hop_skip_jump(budget: QueryBudget, image, seed: int, max_iter: int = 1000, init_size: int = 100,
+                  **settings) -> tuple[int, list[tuple[int, float]], np.ndarray | None]:
+    """ART's untargeted HopSkipJump (L-infinity) on one image through ``budget``, reproducibly, until the budget
+    is spent or ``max_iter`` iterations are done: ``(label, history, closest)``, see ``QueryBudget.best``.
+
+    ART draws its first adversarial image from an unseeded ``np.random.RandomState()`` (``_init_sample``), so we
+    draw it here from ``np.random.default_rng(seed)``, uniform noise as ART does, and pass it as ``x_adv_init``;
+    ART draws its probes from NumPy's global generator, which is seeded with ``seed`` for the run and restored
+    after. Every query counts: the first one asks the label of the image, then the noise draws; ART itself
+    asks again for the image's and the initial image's labels before its first iteration. ``settings`` go to
+    ``HopSkipJump`` (``init_eval``, ``max_eval``...)."""
+    from art.attacks.evasion import HopSkipJump
+    from art.estimators.classification import BlackBoxClassifier
+
+    image = np.asarray(image, dtype=np.float32).reshape(1, -1)
+    rng, label = np.random.default_rng(seed), -1
+    try:
+        label = int(budget(image).argmax())
+        for _ in range(init_size):
+            start = rng.uniform(0, 1, image.shape).astype(np.float32)
+            if budget(start).argmax() != label:
+                break
+        else:
+            return label, [], None  # no noise image was misread: nothing to start from
+    except BudgetSpent:
+        return label, [], None
+    attack = HopSkipJump(BlackBoxClassifier(budget, input_shape=image.shape[1:], nb_classes=budget.n_classes,
+                                            clip_values=(0, 1)),
+                         norm=np.inf, max_iter=max_iter, init_size=init_size, verbose=False, **settings)
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        attack.generate(image, y=np.eye(budget.n_classes)[[label]], x_adv_init=start)
+    except BudgetSpent:
+        pass
+    finally:
+        np.random.set_state(state)
+    return (label, *budget.best(image, label))
