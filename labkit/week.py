@@ -1,7 +1,9 @@
 """Lab 09's week of production traffic: seeded, replayable, and every incident in it documented.
 
 ``make_week(seed, pipeline)`` builds 168 simulated hours of requests to the digit classifier of
-``labkit.guard``, from lab 07's digits (the test part; the model was trained on the train part):
+``labkit.guard``, from lab 07's digits: the ``week`` rows of its test part (``labkit.guard.digit_parts``), which
+neither the model (trained on the train part) nor the detectors and CBPE (calibrated on the ``reference`` rows)
+have seen:
 
 - **ordinary days**: requests arrive as a Poisson process whose rate follows a daily rhythm, ``1 + 0.6 cos``
   of the hour, highest at 15:00 and lowest at 03:00, from 40 ordinary clients;
@@ -10,8 +12,9 @@
 - **an adversarial burst** (``attack``, 3 hours on day 3): one client, not one of the 40, sends FGSM images
   (``labkit.adversarial.fgsm`` with the served model's own gradients, epsilon 0.15: a leaked copy of the model);
 - **a bad deploy** (``bad_deploy``, 5 hours on day 4): version 2 serves; its classifier was trained on transposed
-  images (a training/serving skew: wrong and less confident answers) and its new preprocessing fails with HTTP 500
-  on rows with little ink; then the team rolls back to version 1;
+  images (a training/serving skew: confidently wrong, about 13 % right at a mean confidence of 0.998 on ordinary
+  rows) and its new preprocessing fails with HTTP 500 on rows with little ink; then the team rolls back to
+  version 1;
 - **covariate drift** (``drift``, from a known hour of day 5 to the end): a new scanner, whose images are one
   pixel to the right and fainter (ink x 0.8); its share of the traffic grows from 0 to 90 % in 12 hours;
 - **late labels**: half of the ordinary requests get their true label, 1 to 4 days later (``label_at``); outliers
@@ -140,7 +143,8 @@ def make_week(seed: int = 0, pipeline=None, *, requests: int = 2400, label_share
     course's, ``labkit.guard.fit_pipeline(0)``).
     """
     from labkit.adversarial import fgsm
-    from labkit.data import digit_outliers, load_digits
+    from labkit.data import digit_outliers
+    from labkit.guard import digit_parts
 
     if pipeline is None:
         pipeline = _default_pipeline()
@@ -152,7 +156,7 @@ def make_week(seed: int = 0, pipeline=None, *, requests: int = 2400, label_share
     }
     spans = {"outliers": 3, "attack": 3, "bad_deploy": 5, "drift": HOURS - hours["drift"]}
     attacker = f"client-{int(rng.integers(N_CLIENTS, 100)):02d}"
-    test = load_digits("test")
+    test = digit_parts()["week"]
 
     # ordinary traffic, then the drift applied to the share of it that comes from the new scanner
     t = _arrivals(rng, lambda h: base * rhythm(h), 0, HOURS)
@@ -206,23 +210,28 @@ def make_week(seed: int = 0, pipeline=None, *, requests: int = 2400, label_share
     return Week(t, request_id, client, X, y, source, version, label_at, incidents, seed, params)
 
 
-def next_day(seed: int, *, requests: int = 400, start: float = HOURS, drift_share: float = 0.9) -> Week:
+def next_day(seed: int, *, requests: int = 400, start: float = HOURS, drift_share: float = 0.9,
+             label_share: float = 0.5) -> Week:
     """A day of traffic after the week (hours ``start`` to ``start + 24``), with the new scanner's share of the
-    drift, no incident and no label yet: the traffic a canary meets."""
-    from labkit.data import load_digits
+    drift and no incident: the traffic a canary meets. It is drawn from the ``tomorrow`` rows
+    (``labkit.guard.digit_parts``), which no model, detector or estimator has seen, and none of the week's
+    rows. Labels come as in the week: for ``label_share`` of the requests, 1 to 4 days later (``label_at``)."""
+    from labkit.guard import digit_parts
 
     rng = np.random.default_rng(seed)
-    test = load_digits("test")
+    test = digit_parts()["tomorrow"]
     t = _arrivals(rng, lambda h: requests / DAY * rhythm(h), start, start + DAY)
     rows = rng.integers(0, len(test), len(t))
     X, y = test.X[rows].copy(), test.labels[rows].copy()
     scanned = rng.random(len(t)) < drift_share
     X[scanned] = drifted(X[scanned])
     client = np.array([f"client-{c:02d}" for c in rng.integers(0, N_CLIENTS, len(t))], dtype=object)
+    labelled = rng.random(len(t)) < label_share
+    label_at = np.where(labelled, t + DAY * (1 + rng.gamma(2.0, 0.5, len(t))), np.inf)
     return Week(t, np.array([f"day-{int(start // DAY) + 1}-{i:05d}" for i in range(len(t))], dtype=object), client,
                 X.astype(np.float32), y.astype(np.int64),
                 np.where(scanned, "drifted", "ordinary").astype(object), np.full(len(t), GOOD, dtype=object),
-                np.full(len(t), np.inf), [], seed, {"requests": requests, "drift_share": drift_share})
+                label_at, [], seed, {"requests": requests, "drift_share": drift_share, "label_share": label_share})
 
 
 @functools.lru_cache(maxsize=2)
@@ -250,7 +259,7 @@ def serve_offline(week: Week, pipelines: dict, *, route: Callable | None = None,
     (default: the week's deploy schedule); ``blocked`` clients get a 403; ``fail_below_ink`` maps versions to
     the bad deploy's bug (default: version 2 has it). One drift window per version, as one per served model.
     """
-    from labkit.guard import DriftWindow
+    from labkit.guard import DriftWindow, block_means
 
     fail_below_ink = {BAD: FAIL_BELOW_INK} if fail_below_ink is None else fail_below_ink
     versions = np.array([route(i) for i in range(len(week))] if route is not None else week.version, dtype=object)
@@ -267,10 +276,11 @@ def serve_offline(week: Week, pipelines: dict, *, route: Callable | None = None,
                 records[i]["status"] = 500
             mine = mine[~failed]
         scores = pipeline.score(week.X[mine])
+        features = block_means(week.X[mine])
         window = DriftWindow(pipeline.reference)
         for j, i in enumerate(mine):
             clean = not (scores.is_outlier[j] or scores.is_adversarial[j])
-            p = window.update(week.X[i : i + 1] if clean else week.X[i : i][:0])
+            p = window.update_features(features[j : j + 1] if clean else features[:0])
             records[i].update(predict=int(scores.predict[j]), confidence=float(scores.confidence[j]),
                               outlier_score=float(scores.outlier_score[j]), is_outlier=bool(scores.is_outlier[j]),
                               adversarial_score=float(scores.adversarial_score[j]),

@@ -102,14 +102,134 @@ def ignores_latency(baseline, canary):
     return "promote" if ok else "rollback"
 
 
+def written_otherwise(baseline, canary):
+    """The same rule, every comparison written another way round (the borders are exact in floating point)."""
+    def accuracy(side):
+        if side["labelled"] < 30:
+            return side["estimated_accuracy"]
+        return side["correct"] / side["labelled"]
+
+    rise = canary["server_errors"] / canary["requests"] - baseline["server_errors"] / baseline["requests"]
+    if rise > 0.01 or canary["p99_ms"] / baseline["p99_ms"] > 1.25 or accuracy(baseline) - accuracy(canary) > 0.02:
+        return "rollback"
+    return "promote"
+
+
+def written_with_numpy(baseline, canary):
+    b, c = ({k: np.float64(v) for k, v in side.items()} for side in (baseline, canary))
+
+    def accuracy(side):
+        return side["correct"] / side["labelled"] if side["labelled"] >= 30 else side["estimated_accuracy"]
+
+    ok = (c["server_errors"] / c["requests"] - 0.01 <= b["server_errors"] / b["requests"]
+          and c["p99_ms"] - 1.25 * b["p99_ms"] <= 0 and accuracy(c) + 0.02 >= accuracy(b))
+    return "promote" if bool(ok) else "rollback"
+
+
 def test_promotion_passes():
-    assert_passes_on_every_seed("09.promotion", decide)
+    for right in (decide, written_otherwise, written_with_numpy):
+        assert_passes_on_every_seed("09.promotion", right)
+
+
+def never_reads_labels(baseline, canary):
+    """Judges accuracy on the confidence-based estimate alone (issue 28: passed 20 of 20 seeds)."""
+    ok = (canary["server_errors"] / canary["requests"] <= baseline["server_errors"] / baseline["requests"] + 0.01
+          and canary["p99_ms"] <= 1.25 * baseline["p99_ms"]
+          and canary["estimated_accuracy"] >= baseline["estimated_accuracy"] - 0.02)
+    return "promote" if ok else "rollback"
+
+
+def without_tolerances(baseline, canary):
+    """No worse at all, instead of no worse than the tolerances (passed about half the seeds)."""
+    def accuracy(side):
+        return side["correct"] / side["labelled"] if side["labelled"] >= 30 else side["estimated_accuracy"]
+
+    ok = (canary["server_errors"] / canary["requests"] <= baseline["server_errors"] / baseline["requests"]
+          and canary["p99_ms"] <= baseline["p99_ms"] and accuracy(canary) >= accuracy(baseline))
+    return "promote" if ok else "rollback"
+
+
+def must_beat_baseline(baseline, canary):
+    """Demands that the canary beat the baseline by the tolerances (passed about half the seeds)."""
+    def accuracy(side):
+        return side["correct"] / side["labelled"] if side["labelled"] >= 30 else side["estimated_accuracy"]
+
+    ok = (canary["server_errors"] / canary["requests"] <= baseline["server_errors"] / baseline["requests"] - 0.01
+          and canary["p99_ms"] <= baseline["p99_ms"] / 1.25 and accuracy(canary) >= accuracy(baseline) + 0.02)
+    return "promote" if ok else "rollback"
+
+
+def must_beat_on_accuracy(baseline, canary):
+    """The accuracy guardrail read as "better by 2 points" (passed about half the seeds)."""
+    def accuracy(side):
+        return side["correct"] / side["labelled"] if side["labelled"] >= 30 else side["estimated_accuracy"]
+
+    ok = (canary["server_errors"] / canary["requests"] <= baseline["server_errors"] / baseline["requests"] + 0.01
+          and canary["p99_ms"] <= 1.25 * baseline["p99_ms"] and accuracy(canary) >= accuracy(baseline) + 0.02)
+    return "promote" if ok else "rollback"
+
+
+def strict_borders(baseline, canary):
+    """'<' where the rule says 'at most' and '>' where it says 'at least': wrong exactly at each guardrail."""
+    def accuracy(side):
+        return side["correct"] / side["labelled"] if side["labelled"] >= 30 else side["estimated_accuracy"]
+
+    ok = (canary["server_errors"] / canary["requests"] < baseline["server_errors"] / baseline["requests"] + 0.01
+          and canary["p99_ms"] < 1.25 * baseline["p99_ms"] and accuracy(canary) > accuracy(baseline) - 0.02)
+    return "promote" if ok else "rollback"
+
+
+def both_sides_on_estimates(baseline, canary):
+    """The old hint 3: with too few canary labels, the estimate for both sides (the rule is per side)."""
+    if canary["labelled"] >= 30:
+        a_c, a_b = canary["correct"] / canary["labelled"], baseline["correct"] / baseline["labelled"]
+    else:
+        a_c, a_b = canary["estimated_accuracy"], baseline["estimated_accuracy"]
+    ok = (canary["server_errors"] / canary["requests"] <= baseline["server_errors"] / baseline["requests"] + 0.01
+          and canary["p99_ms"] <= 1.25 * baseline["p99_ms"] and a_c >= a_b - 0.02)
+    return "promote" if ok else "rollback"
+
+
+def more_than_30_labels(baseline, canary):
+    def accuracy(side):
+        return side["correct"] / side["labelled"] if side["labelled"] > 30 else side["estimated_accuracy"]
+
+    ok = (canary["server_errors"] / canary["requests"] <= baseline["server_errors"] / baseline["requests"] + 0.01
+          and canary["p99_ms"] <= 1.25 * baseline["p99_ms"] and accuracy(canary) >= accuracy(baseline) - 0.02)
+    return "promote" if ok else "rollback"
+
+
+def looser_tolerances(baseline, canary):
+    """Tolerances of 2 points, 1.3 and 3 points: right far from the borders only."""
+    def accuracy(side):
+        return side["correct"] / side["labelled"] if side["labelled"] >= 30 else side["estimated_accuracy"]
+
+    ok = (canary["server_errors"] / canary["requests"] <= baseline["server_errors"] / baseline["requests"] + 0.02
+          and canary["p99_ms"] <= 1.3 * baseline["p99_ms"] and accuracy(canary) >= accuracy(baseline) - 0.03)
+    return "promote" if ok else "rollback"
 
 
 @pytest.mark.parametrize("wrong", [labels_only, labels_when_any, error_counts, accuracy_only, ignores_latency,
+                                   never_reads_labels, without_tolerances, must_beat_baseline, must_beat_on_accuracy,
+                                   strict_borders,
+                                   both_sides_on_estimates, more_than_30_labels, looser_tolerances,
                                    lambda b, c: "promote", lambda b, c: "rollback", lambda b, c: True])
 def test_promotion_wrong(wrong):
     assert_fails_on_every_seed("09.promotion", wrong, "guardrails say|return 'promote'|raised")
+
+
+def test_promotion_hidden_cases_hold_the_lessons():
+    """Every seed has cases where labels and the estimate disagree, and cases exactly at each guardrail."""
+    from labkit.checks.lab09 import _promotion_cases, reference_decision
+
+    for seed in range(20):
+        cases = _promotion_cases(np.random.default_rng(seed))
+        disagree = [c for _, c, _ in cases if c["labelled"] >= 30
+                    and abs(c["correct"] / c["labelled"] - c["estimated_accuracy"]) > 0.1]
+        assert len(disagree) >= 3
+        at = [why for b, c, why in cases if "exactly" in why]
+        assert len(at) >= 5 and all(reference_decision(b, c) == "promote" for b, c, why in cases if "exactly" in why
+                                    and "labels saying" not in why)
 
 
 # -- exercise 3: the late-label join ------------------------------------------------------------------------------
