@@ -9,8 +9,12 @@ An alarm rule is plain data, the same fields a Prometheus alerting rule has::
     {"name": "OutlierBurst", "metric": "outlier_rate", "op": ">", "threshold": 0.2, "window": 3, "for": 0}
 
 ``window`` (hours) is the range the metric is aggregated over (a rate over the window: flagged rows in the
-window over answered rows in the window; for a gauge such as ``drift_p``, its largest value in the window when
-``op`` is ``"<"``, its smallest when ``">"``: the condition held all through the window). ``for`` (hours) is how
+window over answered rows in the window; for the ``drift_p`` gauge, its largest value in the window when ``op`` is
+``"<"``, its smallest when ``">"``: the condition held all through the window). The gauge is every value the
+service's p-value takes, as a Prometheus server scraping it sees them: one series per version, each value held
+until the next (``hourly``), aggregated as ``min(max_over_time(labkit_drift_p_value[3h]))`` is in PromQL: a
+version's largest value in the window, then the smallest over the versions (an alarm when one version's test
+found drift all through the window). ``for`` (hours) is how
 long the condition must hold before the alarm fires, as Prometheus's ``for:``. ``prometheus_rules`` writes the
 rules as Prometheus's YAML, and ``check_prometheus_rules`` parses it back (PyYAML) with its PromQL
 (``promql-parser``), since no Prometheus server runs here.
@@ -43,7 +47,7 @@ PROMQL = {
     "outlier_rate": "sum(increase(labkit_outliers_total[{w}])) / sum(increase(labkit_answered_total[{w}]))",
     "adversarial_rate": "sum(increase(labkit_adversarial_total[{w}])) / sum(increase(labkit_answered_total[{w}]))",
     "confidence": "sum(increase(labkit_confidence_sum[{w}])) / sum(increase(labkit_confidence_count[{w}]))",
-    "drift_p": "{agg}_over_time(labkit_drift_p_value[{w}])",
+    "drift_p": "{across}({agg}_over_time(labkit_drift_p_value[{w}]))",
     "estimated_accuracy": "{agg}_over_time(labkit_estimated_accuracy[{w}])",
 }
 STAGE_OF_METRIC = {"requests": "service", "error_rate": "model", "outlier_rate": "outlier",
@@ -74,13 +78,18 @@ def hourly(records, *, version: str | None = None, hours: int = HOURS, cbpe: CBP
     """Counts and gauges per simulated hour (arrays of ``hours``), of one version or all.
 
     Counts: ``requests``, ``server_errors`` (5xx), ``answered``, ``outliers``, ``adversarial``,
-    ``confidence_sum``; gauges: ``drift_p`` (its last value in the hour, carried over empty hours, 1 before the
-    first test) and, with a ``cbpe``, ``estimated_accuracy`` (NaN in hours without answers); and ``p99_ms``, the
-    99th percentile of the time the stages took.
+    ``confidence_sum``; gauges: ``drift_p`` and, with a ``cbpe``, ``estimated_accuracy`` (NaN in hours without
+    answers); and ``p99_ms``, the 99th percentile of the time the stages took.
+
+    ``drift_p`` is a gauge per version, as the service exports it: every value it takes counts (the value each
+    answered request left), and a value holds until the next one, across empty hours, as a scraped gauge does.
+    ``drift_p_by_version`` maps each version to its ``(largest, smallest)`` value per hour (the value in force as
+    the hour starts included; NaN before the version's first answer); ``drift_p`` is, per hour, the smallest of
+    the versions' largest values: what ``series(..., "drift_p", 1, "<")`` compares (see the module's docstring).
     """
     keys = ("requests", "server_errors", "answered", "outliers", "adversarial", "confidence_sum")
     out = {k: np.zeros(hours) for k in keys}
-    drift = np.full(hours, np.nan)
+    samples: dict[str, list[tuple[float, float]]] = {}
     confidences: list[list[float]] = [[] for _ in range(hours)]
     stage_ms: list[list[float]] = [[] for _ in range(hours)]
     for r in records:
@@ -101,31 +110,69 @@ def hourly(records, *, version: str | None = None, hours: int = HOURS, cbpe: CBP
         out["confidence_sum"][h] += r["confidence"]
         confidences[h].append(r["confidence"])
         stage_ms[h].append(sum(r.get("stage_ms", {}).values()))
-        drift[h] = r["drift_p"]
-    last = 1.0
-    for h in range(hours):  # a gauge keeps its value until the next sample
-        last = drift[h] = last if np.isnan(drift[h]) else drift[h]
-    out["drift_p"] = drift
+        samples.setdefault(str(r.get("version")), []).append((float(r["t"]), float(r["drift_p"])))
+    out["drift_p_by_version"] = {v: _gauge_per_hour(s, hours) for v, s in sorted(samples.items())}
+    out["drift_p"] = _across(np.array([largest for largest, _ in out["drift_p_by_version"].values()]), np.nanmin,
+                             hours)
     out["p99_ms"] = np.array([np.percentile(s, 99) if s else np.nan for s in stage_ms])
     if cbpe is not None:
         out["estimated_accuracy"] = np.array([cbpe.estimate(c) for c in confidences])
     return out
 
 
+def _gauge_per_hour(samples, hours: int) -> tuple[np.ndarray, np.ndarray]:
+    """A gauge's ``(largest, smallest)`` value in each hour from its ``(t, value)`` samples: the values set in the
+    hour and the value in force as it starts (each value holds until the next); NaN before the first sample."""
+    largest, smallest = np.full(hours, np.nan), np.full(hours, np.nan)
+    in_force = math.nan
+    samples = sorted(samples, key=lambda sample: sample[0])
+    i = 0
+    for h in range(hours):
+        seen = [] if math.isnan(in_force) else [in_force]
+        while i < len(samples) and samples[i][0] < h + 1:
+            seen.append(samples[i][1])
+            i += 1
+        if seen:
+            largest[h], smallest[h], in_force = max(seen), min(seen), seen[-1]
+    return largest, smallest
+
+
+def _across(stack: np.ndarray, combine, hours: int) -> np.ndarray:
+    """``combine`` (np.nanmin or np.nanmax) over the rows of ``stack`` per column; NaN where every row is NaN."""
+    if not len(stack):
+        return np.full(hours, np.nan)
+    present = np.isfinite(stack).any(axis=0)
+    out = np.full(stack.shape[1], np.nan)
+    out[present] = combine(stack[:, present], axis=0)
+    return out
+
+
+def _over_window(values: np.ndarray, window: int, aggregate) -> np.ndarray:
+    out = np.full(len(values), np.nan)
+    for h in range(len(values)):
+        part = values[max(0, h - window + 1) : h + 1]
+        out[h] = aggregate(part) if np.isfinite(part).any() else np.nan
+    return out
+
+
 def series(metrics: dict, metric: str, window: int = 1, op: str = ">") -> np.ndarray:
-    """The value a rule on ``metric`` compares at the end of each hour, aggregated over ``window`` hours."""
+    """The value a rule on ``metric`` compares at the end of each hour, aggregated over ``window`` hours.
+
+    For ``drift_p`` from ``hourly``: each version's largest value in the window (``op`` ``"<"``; its smallest for
+    ``">"``), then the smallest over the versions (the largest for ``">"``), as the PromQL of ``promql`` does."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     window = int(window)
     spec = METRICS[metric]
+    within, across = (np.nanmax, np.nanmin) if op == "<" else (np.nanmin, np.nanmax)
+    if spec is None and f"{metric}_by_version" in metrics:
+        by_version = metrics[f"{metric}_by_version"]
+        hours = len(metrics[metric])
+        stack = [_over_window(largest if op == "<" else smallest, window, within)
+                 for largest, smallest in by_version.values()]
+        return _across(np.array(stack).reshape(len(stack), hours), across, hours)
     if spec is None:
-        values = np.asarray(metrics[metric], float)
-        aggregate = np.nanmax if op == "<" else np.nanmin
-        out = np.full(len(values), np.nan)
-        for h in range(len(values)):
-            part = values[max(0, h - window + 1) : h + 1]
-            out[h] = aggregate(part) if np.isfinite(part).any() else np.nan
-        return out
+        return _over_window(np.asarray(metrics[metric], float), window, within)
     numerator, denominator = spec
     kernel = np.ones(window)
 
@@ -217,8 +264,9 @@ def _hours(value: int) -> str:
 def promql(rule: dict) -> str:
     """The rule's condition in PromQL (on the metrics the service would export, see ``PROMQL``)."""
     rule = validate_rule(rule)
-    agg = "max" if rule["op"] == "<" else "min"
-    expression = PROMQL[rule["metric"]].format(w=_hours(rule["window"]), hours=rule["window"], agg=agg)
+    agg, across = ("max", "min") if rule["op"] == "<" else ("min", "max")
+    expression = PROMQL[rule["metric"]].format(w=_hours(rule["window"]), hours=rule["window"], agg=agg,
+                                               across=across)
     return f"{expression} {rule['op']} {rule['threshold']!r}"
 
 

@@ -40,11 +40,63 @@ def test_rules_become_a_rule_file_that_parses():
              {"name": "Errors", "metric": "error_rate", "op": ">", "threshold": 0.02, "window": 1, "for": 0}]
     text = monitor.prometheus_rules(rules)
     assert monitor.check_prometheus_rules(text) == ["Drift", "Errors"]
-    assert "max_over_time(labkit_drift_p_value[3h]) < 0.001" in text
+    assert "min(max_over_time(labkit_drift_p_value[3h])) < 0.001" in text
     with pytest.raises(ValueError, match="PromQL"):
         monitor.check_prometheus_rules(text.replace("max_over_time(", "max_over_time(("))
     with pytest.raises(ValueError, match="window"):
         monitor.validate_rule({**rules[0], "window": 0})
+
+
+def promql_gauge(records, hours, window, op, scrape_every=1 / 120):
+    """What Prometheus computes for ``min(max_over_time(labkit_drift_p_value[w]))`` (op "<"; ``max(min_...)`` for
+    ">") at the end of each hour, scraping each version's exported gauge (the last value its service set, from
+    its first answer on) every ``scrape_every`` hours; a range selector holds the samples in (T - w, T]."""
+    versions = sorted({r["version"] for r in records})
+    within, across = (max, min) if op == "<" else (min, max)
+    scrapes = np.arange(scrape_every / 2, hours, scrape_every)
+    per_version = {}
+    for v in versions:
+        mine = sorted((r["t"], r["drift_p"]) for r in records if r["version"] == v and r["status"] == 200)
+        times = np.array([t for t, _ in mine])
+        at = np.searchsorted(times, scrapes, side="right") - 1  # the last value set by each scrape
+        per_version[v] = [(s, mine[i][1]) for s, i in zip(scrapes, at, strict=True) if i >= 0]
+    out = np.full(hours, np.nan)
+    for h in range(hours):
+        end = h + 1.0
+        values = [within(x for s, x in samples if end - window < s <= end) for samples in per_version.values()
+                  if any(end - window < s <= end for s, _ in samples)]
+        if values:
+            out[h] = across(values)
+    return out
+
+
+def test_the_drift_gauge_is_the_promql_of_its_rule_on_the_same_samples():
+    """monitor.series on the drift gauge gives, hour by hour, what the rule's PromQL gives on a Prometheus that
+    scrapes the service's gauges: every value counts (not each hour's last), per version, held between requests."""
+    rng = np.random.default_rng(5)
+    hours, records = 48, []
+    for version, (start, end) in {"1": (0, 48), "2": (10, 15), "3": (30, 48)}.items():
+        minutes = rng.choice(np.arange(start * 60, end * 60), size=(end - start) * 4, replace=False)
+        minutes = minutes[minutes % 60 != 0]  # no change in an hour's first minute, before its first scrape
+        for m in np.sort(minutes):
+            records.append({"request_id": f"{version}-{m}", "t": (m + 0.25) / 60, "version": version,
+                            "status": 200, "is_outlier": False, "is_adversarial": False, "confidence": 0.9,
+                            "drift_p": float(10 ** rng.uniform(-6, 0))})
+    records.append({"request_id": "failed", "t": 20.5, "version": "1", "status": 500})
+    metrics = monitor.hourly(records, hours=hours)
+    for window in (1, 3, 6):
+        for op in ("<", ">"):
+            np.testing.assert_allclose(monitor.series(metrics, "drift_p", window, op),
+                                       promql_gauge(records, hours, window, op), rtol=0, atol=0)
+    # and so the rule fires in the same hours as its PromQL would
+    rule = {"name": "D", "metric": "drift_p", "op": "<", "threshold": 0.01, "window": 3, "for": 0}
+    assert "min(max_over_time(labkit_drift_p_value[3h])) < 0.01" == monitor.promql(rule)
+    expected = promql_gauge(records, hours, 3, "<") < 0.01
+    assert np.array_equal(monitor.firing(metrics, rule), expected) and expected.any()
+    # the hour's last value alone (the old gauge) would differ
+    last = np.array([max([r["drift_p"] for r in records if r.get("drift_p") and h <= r["t"] < h + 1][-1:] or [0])
+                     for h in range(hours)])
+    assert not np.array_equal(last, metrics["drift_p"])
 
 
 def test_alarms_are_episodes_and_for_delays_them():
