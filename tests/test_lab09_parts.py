@@ -90,7 +90,7 @@ def test_the_drift_gauge_is_the_promql_of_its_rule_on_the_same_samples():
                                        promql_gauge(records, hours, window, op), rtol=0, atol=0)
     # and so the rule fires in the same hours as its PromQL would
     rule = {"name": "D", "metric": "drift_p", "op": "<", "threshold": 0.01, "window": 3, "for": 0}
-    assert "min(max_over_time(labkit_drift_p_value[3h])) < 0.01" == monitor.promql(rule)
+    assert monitor.promql(rule) == "min(max_over_time(labkit_drift_p_value[3h])) < 0.01"
     expected = promql_gauge(records, hours, 3, "<") < 0.01
     assert np.array_equal(monitor.firing(metrics, rule), expected) and expected.any()
     # the hour's last value alone (the old gauge) would differ
