@@ -22,8 +22,9 @@ This is the control plane of the router (the data plane). A rollout is a list of
   someone calls ``resume()``, ``promote()`` or ``abort()``.
 
 After the last step the candidate is promoted (``promote_at_end=False`` leaves it at its weight, paused).
-``blue_green`` is the other strategy: one switch of all the traffic, with checks before and after it, and a switch
-back when a check after it fails. Every decision goes to the audit log (``Audit``), one JSON object per line.
+``blue_green`` is the other strategy: one switch of all the traffic, with checks before and after it, a switch
+back when a check after it fails, and a pause for a person when the window after it is too thin to judge. Every
+decision goes to the audit log (``Audit``), one JSON object per line.
 """
 
 from __future__ import annotations
@@ -460,15 +461,24 @@ class Rollout:
 
 # -- blue/green ---------------------------------------------------------------------------------------------------
 def blue_green(router, checks: dict[str, Callable[[Any], Any]] | None = None, *, analyse_seconds: float = 0.0,
-               guardrails: Guardrails | None = None, audit: Audit | str | Path | None = None,
-               name: str = "blue-green") -> Verdict:
+               longest: float | None = None, guardrails: Guardrails | None = None,
+               audit: Audit | str | Path | None = None, name: str = "blue-green") -> Verdict:
     """Switch all traffic from stable (blue) to the candidate (green) in one step, with checks before and after.
 
     ``checks`` maps a name to ``check(route)``: called with the route to test, it passes by returning anything but
     False (or a string, which is the reason it failed) without raising. They run on green before the switch (a
     failure: no switch) and on the new stable after it, followed by an analysis window of ``analyse_seconds`` on
-    the live traffic (0: none). A failure after the switch switches back at once. The verdict's outcome is
-    success (switched), failure (switched back, or never switched); each step is in the audit log.
+    the live traffic (0: none) that grows, as ``analyse`` does, up to ``longest`` seconds (None: 4 x
+    ``analyse_seconds``) while green has fewer than ``min_requests`` requests. The verdict's outcome is
+
+    - success: switched, and every check and the window passed;
+    - failure: never switched (a pre-check failed), or switched back at once (a check or the window failed);
+    - inconclusive: switched, but the window had too little traffic to judge. No traffic is not good news: green
+      keeps the traffic, blue stands by as the router's candidate, and a person decides (``router.switch()``
+      goes back), as a canary pauses on an inconclusive analysis.
+
+    Each step is in the audit log: precheck, switch, then rollback, postcheck (success), or postcheck
+    (inconclusive) and pause.
     """
     audit = Audit.coerce(audit)
     checks = dict(checks or {})
@@ -476,6 +486,7 @@ def blue_green(router, checks: dict[str, Callable[[Any], Any]] | None = None, *,
     if green is None:
         raise ValueError("the router has no candidate (green) to switch to")
     guardrails = guardrails or Guardrails()
+    longest = 4 * analyse_seconds if longest is None else max(float(longest), analyse_seconds)
     log = {"rollout": name, "blue": blue.name, "green": green.name}
 
     failed = _run_checks(checks, green)
@@ -489,8 +500,12 @@ def blue_green(router, checks: dict[str, Callable[[Any], Any]] | None = None, *,
     verdict = None
     if not failed and analyse_seconds > 0:
         time.sleep(analyse_seconds)
-        window = measure(before, metrics.scrape(router), router.config["model"], green.name, green.name,
-                         guardrails.latency_quantile)
+        while True:
+            window = measure(before, metrics.scrape(router), router.config["model"], green.name, green.name,
+                             guardrails.latency_quantile)
+            if window.requests >= guardrails.min_requests or window.seconds >= longest:
+                break
+            time.sleep(min(0.25, longest - window.seconds))
         verdict = judge(window, guardrails)
         if verdict.outcome == FAILURE:
             failed = verdict.reasons
@@ -500,6 +515,12 @@ def blue_green(router, checks: dict[str, Callable[[Any], Any]] | None = None, *,
         audit.record("rollback", reason="post-switch check failed: " + "; ".join(failed), stable=blue.name,
                      window=summary, **log)
         return Verdict(FAILURE, [f"switched back: {r}" for r in failed], verdict.window if verdict else None)
+    if verdict is not None and verdict.outcome == INCONCLUSIVE:
+        audit.record("postcheck", outcome=INCONCLUSIVE, reasons=verdict.reasons, window=summary, **log)
+        reason = (f"inconclusive: {'; '.join(verdict.reasons)}; {green.name} keeps the traffic and {blue.name} "
+                  "stands by: waiting for a person (router.switch() switches back)")
+        audit.record("pause", reason=reason, stable=green.name, **log)
+        return Verdict(INCONCLUSIVE, [reason], verdict.window)
     reasons = sorted(checks) + (verdict.reasons if verdict else [])
     audit.record("postcheck", outcome=SUCCESS, reasons=reasons, window=summary, **log)
     return Verdict(SUCCESS, reasons, verdict.window if verdict else None)

@@ -249,6 +249,34 @@ def test_blue_green_switches_and_switches_back_on_a_failed_check(server, rows):
         assert router.state()["stable"]["name"] == "v2"
 
 
+def test_blue_green_without_traffic_after_the_switch_waits_for_a_person(server, rows, tmp_path):
+    """No traffic is not good news: a thin window after the switch is inconclusive, never a success."""
+    audit = tmp_path / "audit.jsonl"
+    with Router("diagnosis", Route("v1", server, "v1"), Route("v2", server, "v2")) as router:
+        def trickle():  # 3 requests during the window, fewer than min_requests
+            with Client(router) as client:
+                for x in rows[:3]:
+                    time.sleep(0.1)
+                    client.infer("diagnosis", x)
+
+        sender = threading.Thread(target=trickle)
+        sender.start()
+        start = time.monotonic()
+        verdict = rollout.blue_green(router, {"smoke": rollout.smoke_check("diagnosis", rows[0])},
+                                     analyse_seconds=0.3, longest=0.8, guardrails=rollout.Guardrails(min_requests=10),
+                                     audit=audit)
+        took = time.monotonic() - start
+        sender.join()
+        state = router.state()
+    assert verdict.outcome == rollout.INCONCLUSIVE, verdict
+    assert "too little traffic" in verdict.reasons[0] and "router.switch()" in verdict.reasons[0]
+    assert 0.8 <= took < 5, "the window grows up to longest before it gives up"
+    assert state["stable"]["name"] == "v2" and state["candidate"]["name"] == "v1" and state["weight"] == 0
+    entries = rollout.read_audit(audit)
+    assert [e["action"] for e in entries] == ["precheck", "switch", "postcheck", "pause"]
+    assert entries[2]["outcome"] == rollout.INCONCLUSIVE and entries[2]["window"]["requests"] < 10
+
+
 def test_admin_api_refuses_bad_changes(server):
     with Router("diagnosis", Route("v1", server, "v1"), Route("v2", server, "v2"), weight=0.2) as router:
         for bad in ({"weight": 1.5}, {"weight": "half"}, {"colour": "blue"}, {"stable": {"url": "x"}}):
