@@ -497,3 +497,38 @@ def test_a_hidden_keras_model_reaches_the_kernel_as_the_same_model(tmp_path):
     conv = tf.keras.Sequential([tf.keras.Input(shape=(8, 8, 1)), tf.keras.layers.Conv2D(2, 3)])
     with pytest.raises(bridge.BridgeError):
         bridge._write(tmp_path, "in-2", {"args": [conv]}, None)
+
+
+# -- HopSkipJump under a query budget (labkit.adversarial) ---------------------------------------------
+
+
+def test_seeded_hop_skip_jump_gives_identical_results_twice():
+    from labkit.adversarial import BudgetSpent, QueryBudget, hop_skip_jump
+
+    rng = np.random.default_rng(0)
+    net = DenseNet([(rng.normal(0, 0.3, (64, 24)), np.zeros(24), "tanh"), (rng.normal(0, 1, (24, 8)), np.zeros(8),
+                                                                         "softmax")])
+    image = load_digits("test").X[3]
+
+    def run(seed, limit=400):
+        budget = QueryBudget(lambda row: net.predict_proba(row[None]).argmax(), limit, n_classes=8)
+        np.random.seed(123)  # whatever the global generator holds, the run is the same and leaves it as it was
+        label, history, closest = hop_skip_jump(budget, image, seed=seed, init_eval=10, max_eval=40)
+        assert np.random.randint(2**31) == np.random.RandomState(123).randint(2**31)
+        return budget, label, history, closest
+
+    first, again, other = run(0), run(0), run(1)
+    assert first[0].used == 400  # it spends the whole budget, and no more
+    assert np.array_equal(np.stack(first[0].sent), np.stack(again[0].sent))
+    assert first[1:3] == again[1:3] and np.array_equal(first[3], again[3])
+    assert not np.array_equal(np.stack(first[0].sent), np.stack(other[0].sent))
+    label, history, closest = first[1:]
+    assert label == net.predict_proba(image[None]).argmax()
+    assert net.predict_proba(closest[None]).argmax() != label  # what it holds is misread
+    assert history[-1][1] == pytest.approx(np.abs(closest - image).max())
+    assert [size for _, size in history] == sorted((size for _, size in history), reverse=True)
+    assert history[-1][1] < 0.5 * history[0][1]  # the attack walked towards the image
+    budget = QueryBudget(lambda row: 0, 1, n_classes=8)
+    budget(image[None])
+    with pytest.raises(BudgetSpent):
+        budget(image[None])
