@@ -18,10 +18,13 @@ of pixels in [0, 1]; each response has four outputs per row: ``predict`` (INT64 
 predicted on the reconstruction, else ``predict``). Bad input gets a 400 that says what was received.
 
 Stateful defence (Chen, Carlini and Wagner, 2019), on when ``extra`` has ``"stateful": {"memory": M, "k": K,
-"distance": D}``: the runtime keeps the last M rows each client sent (the request parameter ``client``; in
-production a gateway would set it from the caller's credentials), and a row whose K nearest neighbours among
-them are closer than D on average marks its client as attacking: that client's requests then get a 403.
-A query-based attack probes one image over and over with tiny changes; ordinary traffic does not.
+"distance": D}``: the runtime keeps the last M rows each client sent (the request parameter ``client``), and a
+row whose K nearest neighbours among them are closer than D on average marks its client as attacking: that
+client's requests then get a 403. A query-based attack probes one image over and over with tiny changes; ordinary
+traffic does not. Two limits: the client sets ``client`` itself, so a new name per query escapes the defence (in
+production a gateway that authenticates the caller must set it); and the memory and the blocked list live in
+this worker process, so with several workers (MLServer hands them requests in turn) or replicas each sees only
+its share of a client's queries, and a client blocked by one is still answered by the others.
 
 Everything runs in numpy: TensorFlow would cost this server about 800 MB.
 """
