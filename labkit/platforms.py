@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,40 @@ SELDON_CAPABILITIES = {
                            "sklearn", "spark-mlib", "xgboost"}),
     "triton": frozenset({"triton", "dali", "fil", "onnx", "openvino", "python", "pytorch", "tensorflow", "tensorrt"}),
 }
+
+
+# Kubernetes quantities: a number and a suffix (binary Ki..Ei, decimal k..E, or milli/micro/nano)
+_SUFFIX = {"": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+           **{f"{p}i": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")}}
+_QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))([a-zA-Z]*)$")
+
+
+def quantity(value) -> float | None:
+    """A Kubernetes quantity (``"512Mi"``, ``"500m"``, ``2``) as a number, or None if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _QUANTITY.match(str(value))
+    if not match or match.group(2) not in _SUFFIX:
+        return None
+    return float(match.group(1)) * _SUFFIX[match.group(2)]
+
+
+def kubespawner_bytes(value) -> int:
+    """Bytes of a memory size as JupyterHub reads it for ``mem_limit``/``mem_guarantee`` (KubeSpawner's, so Zero to
+    JupyterHub's ``singleuser.memory``): a number of bytes, or a number with one of K, M, G, T, in powers of 1024
+    (``jupyterhub.traitlets.ByteSpecification``). So ``"512M"`` is 512 x 2^20 bytes there, where a Kubernetes
+    manifest reads 512 x 10^6; ``"512Mi"`` is refused there (``ValueError`` here)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    text = str(value)
+    try:
+        return int(float(text[:-1]) * units[text[-1:]])
+    except (KeyError, ValueError):
+        raise ValueError(f"{text!r} is not a JupyterHub memory size: a number of bytes, or one with K, M, G or T") \
+            from None
 
 
 def model_format(settings: dict) -> str | None:
@@ -123,5 +158,5 @@ def validate_z2jh_values(values: Any) -> list[str]:
     return validate(helm_merge(_schema(Z2JH_DEFAULTS, False), values), Z2JH_VALUES, strict=False)
 
 
-__all__ = ["FORMATS", "KINDS", "SELDON_CAPABILITIES", "Z2JH_DEFAULTS", "Z2JH_VALUES", "helm_merge", "model_format",
-           "schema", "schema_for", "validate", "validate_z2jh_values"]
+__all__ = ["FORMATS", "KINDS", "SELDON_CAPABILITIES", "Z2JH_DEFAULTS", "Z2JH_VALUES", "helm_merge", "kubespawner_bytes",
+           "model_format", "quantity", "schema", "schema_for", "validate", "validate_z2jh_values"]

@@ -242,6 +242,21 @@ def test_quantities():
     assert quantity("512Mi") == 512 * 2**20 and quantity("500m") == 0.5 and quantity(2) == 2
     assert quantity("1.5Gi") == 1.5 * 2**30 and quantity("1e3") is None and quantity("12MB") is None
     assert quantity(True) is None
+    assert quantity("512M") == 512 * 10**6  # Kubernetes: M is decimal
+
+
+def test_kubespawner_reads_m_as_mebibytes():
+    # JupyterHub's ByteSpecification (jupyterhub/traitlets.py): K, M, G, T in powers of 1024, "Mi" refused
+    assert platforms.kubespawner_bytes("512M") == 512 * 2**20 and platforms.kubespawner_bytes("1.5G") == 1.5 * 2**30
+    assert platforms.kubespawner_bytes(1000) == 1000
+    for bad in ["512Mi", "512MB", "M", "lots"]:
+        with pytest.raises(ValueError):
+            platforms.kubespawner_bytes(bad)
+
+
+def test_seldon_capabilities_send_python_to_both_servers():
+    mlserver, triton = platforms.SELDON_CAPABILITIES["mlserver"], platforms.SELDON_CAPABILITIES["triton"]
+    assert mlserver & triton == {"python"} and set(platforms.FORMATS.values()) <= mlserver - triton
 
 
 # -- exercise 2 ----------------------------------------------------------------------------------------------------
@@ -352,7 +367,16 @@ def nearly_p99(rate, target, samples, cap):
     return max(1, math.ceil(rate / per), math.ceil(rate / (cap * mu)))
 
 
-@pytest.mark.parametrize("mistake", [strict_cap, zero_without_traffic, nearly_p99])
+def none_below_one_request(rate, target, samples, cap):
+    # "impossible" as soon as a replica may take less than one request per second: it is only expensive
+    mu = 1 / np.mean(samples)
+    per = mu - math.log(100) / target
+    if per <= 1:
+        return None
+    return max(1, math.ceil(rate / per), math.ceil(rate / (cap * mu)))
+
+
+@pytest.mark.parametrize("mistake", [strict_cap, zero_without_traffic, nearly_p99, none_below_one_request])
 def test_replica_boundary_mistakes_fail_on_every_seed(mistake):
     assert_fails_on_every_seed("10.replicas", mistake)
 

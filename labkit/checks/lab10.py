@@ -12,22 +12,7 @@ from labkit import platforms
 from labkit.checks import Fail, call, expect_function, json_roundtrip, number, register, safe_repr
 
 RUNTIME = "kserve-mlserver"  # KServe's ServingRuntime that runs MLServer
-# Kubernetes quantities: a number and a suffix (binary Ki..Ei, decimal k..E, or milli/micro/nano)
-_SUFFIX = {"": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-           **{f"{p}i": 1024 ** (i + 1) for i, p in enumerate("KMGTPE")}}
-_QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))([a-zA-Z]*)$")
-
-
-def quantity(value) -> float | None:
-    """A Kubernetes quantity (``"512Mi"``, ``"500m"``, ``2``) as a number, or None if it is not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = _QUANTITY.match(str(value))
-    if not match or match.group(2) not in _SUFFIX:
-        return None
-    return float(match.group(1)) * _SUFFIX[match.group(2)]
+quantity = platforms.quantity  # a Kubernetes quantity as a number (kept here: the lab's tests import it from here)
 
 
 # -- exercise 1 -------------------------------------------------------------------------------------------------
@@ -214,7 +199,8 @@ def _dyadic_samples(rng, mu):
 
 def _boundary_cases(rng):
     """The limits the exercise states, exactly: utilisation exactly at the cap (allowed), the p99 exactly at the
-    target (allowed), a hair beyond each (one more replica), and no traffic at all (still one replica).
+    target (allowed), a hair beyond each (one more replica), no traffic at all (still one replica), and a target
+    just above an idle replica's p99 (a fraction of a request per second each: many replicas, not None).
 
     Not among them: a target exactly equal to an idle replica's p99 (ln(100) / mu). There the answer hangs on
     the last bit of ln(100): np.log(100) is one unit in the last place below math.log(100), and with it a right
@@ -227,12 +213,16 @@ def _boundary_cases(rng):
     margin = mu / 2 ** int(rng.integers(1, 3))  # ln(100) / T: T is ln(100) scaled by a power of two, exactly
     tight, per_replica = P99 / margin, mu - margin
     room = float(rng.choice([0.875, 0.9375]))  # a cap that does not bind: above per_replica / mu
+    slack = float(rng.choice([0.25, 0.5, 0.75]))  # requests/s one replica may take at a target near its idle p99
     return [
         (n * cap * mu, loose, samples, cap),  # utilisation exactly at the cap: n replicas
         (n * cap * mu + cap * mu / 2**20, loose, _dyadic_samples(rng, mu), cap),  # a hair above: n + 1
         (n * per_replica, tight, _dyadic_samples(rng, mu), room),  # p99 exactly at the target: n replicas
         (n * per_replica + per_replica / 2**20, tight, _dyadic_samples(rng, mu), room),  # a hair above: n + 1
         (0.0, loose, _dyadic_samples(rng, mu), cap),  # no traffic: still at least one replica
+        # a target just above an idle replica's p99: each replica may take under one request per second, so
+        # many replicas, but not None
+        ((int(rng.integers(10, 40)) + 0.5) * slack, P99 / (mu - slack), _dyadic_samples(rng, mu), cap),
     ]
 
 
