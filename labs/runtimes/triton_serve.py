@@ -1,5 +1,10 @@
 """Serve an ONNX classifier with NVIDIA Triton through PyTriton, with Triton's dynamic batching (lab 10).
 
+PyTriton binds a Python function as the model, so Triton runs it in its Python backend, and the function calls
+onnxruntime. This is not Triton's native ONNX Runtime backend (a model repository whose config.pbtxt names
+`backend: "onnxruntime"`, run in C++ without Python): what this measures is Triton's front end and batching
+around Python code.
+
     python triton_serve.py MODEL.onnx NAME HTTP_PORT GRPC_PORT METRICS_PORT MAX_BATCH QUEUE_DELAY_US
 
 Run it as a process of its own: PyTriton imports tritonclient's gRPC module, whose protobuf messages have the
