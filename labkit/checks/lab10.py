@@ -243,8 +243,9 @@ def _why(n, rate, target, samples, cap):
         "p99 must stay within the target. A replica serves 1 / (mean service time) requests per second at most.",
         "Model each replica as an M/M/1 queue: its response time is exponential with rate mu - lambda, so its "
         "p99 is ln(100) / (mu - lambda). Solve p99 <= target for lambda, the rate one replica may take.",
-        "Replicas are whole: round up (math.ceil), never down, and at least 1. When even an idle replica misses "
-        "the target (ln(100) / mu > target), no number of replicas helps: return None.",
+        "Replicas are whole: round up (math.ceil), never down, and at least 1; a limit met exactly is met. When "
+        "even an idle M/M/1 replica misses the target (ln(100) / mu >= target), no number of replicas helps under "
+        "that model: return None.",
     ),
 )
 def replicas(answer, rng):
@@ -257,8 +258,9 @@ def replicas(answer, rng):
         if expected is None:
             if got is not None:
                 idle = 1000 * P99 * float(np.mean(samples))
-                raise Fail(f"{shown} returned {safe_repr(got)}; no number of replicas meets a p99 target of "
-                           f"{1000 * target:.1f} ms: even an idle replica's p99 is {idle:.1f} ms. Return None.")
+                raise Fail(f"{shown} returned {safe_repr(got)}; under M/M/1 no number of replicas meets a p99 "
+                           f"target of {1000 * target:.1f} ms: even an idle replica's p99, ln(100) x the mean service "
+                           f"time, is {idle:.1f} ms. Return None.")
             continue
         if got is None or isinstance(got, bool):
             raise Fail(f"{shown} returned {safe_repr(got)}; {expected} replicas meet this target.")
