@@ -21,8 +21,12 @@ from labkit.data import load_digits
 import tensorflow  # noqa: E402, F401, I001
 
 
+IGNORED_PIXELS = 8  # pixels each hidden model ignores (zero weights), as a trained one nearly does the blank border
+
+
 def _hidden_model(rng: np.random.Generator):
-    """A hidden classifier of 64 pixels (tf.keras, Dense layers only) and the same network in numpy."""
+    """A hidden classifier of 64 pixels (tf.keras, Dense layers only), the same network in numpy, its number of
+    classes, and a mask of the pixels it ignores: their weights are 0, so the loss's gradient there is exactly 0."""
     from labkit.adversarial import keras_model
 
     sizes = [64, int(rng.integers(24, 48)), int(rng.integers(16, 32)), int(rng.choice([8, 10]))]
@@ -33,7 +37,11 @@ def _hidden_model(rng: np.random.Generator):
         scale = (2.0 if last else 1.5) / math.sqrt(n_in)
         layers.append((rng.normal(0, scale, (n_in, n_out)).astype(np.float32),
                        rng.normal(0, 0.1, n_out).astype(np.float32), "softmax" if last else activation))
-    return keras_model(layers), DenseNet(layers), sizes[-1]
+    ink = load_digits("train").X.mean(axis=0)
+    ignored = np.zeros(64, dtype=bool)  # among the pixels with ink on some digits and not on others
+    ignored[rng.choice(np.flatnonzero((ink > 0.25) & (ink < 0.75)), size=IGNORED_PIXELS, replace=False)] = True
+    layers[0][0][ignored] = 0
+    return keras_model(layers), DenseNet(layers), sizes[-1], ignored
 
 
 def _hidden_digits(rng: np.random.Generator, n: int, n_classes: int):
@@ -87,7 +95,7 @@ def _within_budget(x: np.ndarray, adv: np.ndarray, epsilon: float, call: str) ->
 def fgsm(answer, rng):
     expect_function(answer, "fgsm", "a model, images, labels and epsilon")
     for _ in range(3):
-        model, net, n_classes = _hidden_model(rng)
+        model, net, n_classes, ignored = _hidden_model(rng)
         x, y = _hidden_digits(rng, 100, n_classes)
         epsilon = float(rng.choice([0.05, 0.1, 0.2]))
         call = f"fgsm(<hidden model>, <100 images>, <labels>, epsilon={epsilon})"
@@ -96,6 +104,9 @@ def fgsm(answer, rng):
         if net.loss(adv, y).mean() <= net.loss(x, y).mean():
             raise Fail(f"{call} lowers the model's loss on the true labels: an attack steps *up* the gradient "
                        "of the loss, x + epsilon * sign(gradient).")
+        if np.abs(adv - x)[:, ignored].max() > 1e-6:
+            raise Fail(f"{call} moves pixels that the model ignores: the loss's gradient there is exactly 0, and "
+                       "so is its sign; FGSM leaves those pixels as they are.")
         gradient = net.loss_gradient(x, y)
         reference = reference_fgsm(net.loss_gradient, x, y, epsilon)
         clear = np.abs(gradient) > 1e-6 * np.abs(gradient).max()  # a sign lost in rounding decides nothing
@@ -128,9 +139,11 @@ def fgsm(answer, rng):
 )
 def pgd(answer, rng):
     expect_function(answer, "pgd", "a model, images, labels, epsilon, step_size, steps and a seed")
-    for _ in range(2):
-        model, net, n_classes = _hidden_model(rng)
+    for case in range(2):
+        model, net, n_classes, ignored = _hidden_model(rng)
         x, y = _hidden_digits(rng, 100, n_classes)
+        if case == 1:
+            x = x.astype(np.float64)  # images may come as float64 too
         epsilon = float(rng.choice([0.2, 0.3]))
         step_size, steps, seed = epsilon / 4, 20, int(rng.integers(2**31))
         call = f"pgd(<hidden model>, <100 images>, <labels>, epsilon={epsilon}, step_size={step_size}, steps=20)"
@@ -154,6 +167,18 @@ def pgd(answer, rng):
         if np.array_equal(again, adv):
             raise Fail(f"{call} gives the same images for two different seeds: start from a random point of the "
                        "epsilon-ball around x (uniform noise), drawn from the seed.")
+        # the pixels the model ignores never move after the random start: uniform around x, on both sides
+        inside = ignored[None, :] & (x > epsilon) & (x < 1 - epsilon)
+        start = (adv - x)[inside] / epsilon
+        if len(start) >= 20 and (np.mean(start > 0.999) > 0.5 or np.mean(start < -0.999) > 0.5
+                                 or not 0.2 < np.mean(start > 0) < 0.8):
+            raise Fail(f"{call}: the pixels that the model ignores (their gradient is exactly 0) end at "
+                       f"{np.mean(start > 0):.0%} above and {np.mean(start < 0):.0%} below the original; they "
+                       "should keep their random start, uniform in [-epsilon, epsilon] around x: sign(0) = 0, so "
+                       "no step moves them.")
+        start_only = _images(answer(model, x.copy(), y.copy(), epsilon, step_size, 0, seed), x.shape,
+                             call.replace("steps=20", "steps=0"))
+        _within_budget(x, start_only, epsilon, call.replace("steps=20", "steps=0"))
     return ("Within budget and pixel range, as strong as the reference PGD, the same images for the same seed and "
             "others for another, on 2 hidden models and inputs.")
 
