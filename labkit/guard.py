@@ -149,15 +149,26 @@ def ks_statistics(sorted_reference, window) -> np.ndarray:
     return np.maximum(gaps.max(axis=0), np.clip(-gaps.min(axis=0), 0, 1))
 
 
+_KS_PVALUES: dict[tuple[int, int, int], float] = {}  # (m, n, statistic * m * n) -> scipy's p-value
+
+
 def ks_min_pvalue(sorted_reference, window) -> float:
     """The smallest of the per-feature p-values of ``scipy.stats.ks_2samp(reference, window, axis=0)``, with one
     test instead of one per feature: for two fixed sample sizes the p-value only falls as the statistic grows,
-    so the smallest p-value is the feature's with the largest statistic."""
+    so the smallest p-value is the feature's with the largest statistic. scipy's p-value depends on the two sizes
+    and the statistic alone (a multiple of 1 / (m n)), so each is computed once per process."""
     from scipy.stats import ks_2samp
 
     window = np.asarray(window, np.float64)
-    f = int(np.argmax(ks_statistics(sorted_reference, window)))
-    return float(ks_2samp(sorted_reference[:, f], window[:, f]).pvalue)
+    statistics = ks_statistics(sorted_reference, window)
+    f = int(np.argmax(statistics))
+    m, n = len(sorted_reference), len(window)
+    key = (m, n, int(round(statistics[f] * m * n)))
+    if key not in _KS_PVALUES:
+        if len(_KS_PVALUES) > 100_000:
+            _KS_PVALUES.clear()
+        _KS_PVALUES[key] = float(ks_2samp(sorted_reference[:, f], window[:, f]).pvalue)
+    return _KS_PVALUES[key]
 
 
 class DriftWindow:

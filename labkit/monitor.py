@@ -57,11 +57,20 @@ RULE_FIELDS = ("name", "metric", "op", "threshold", "window", "for")
 
 
 class CBPE:
-    """Confidence-based performance estimation (NannyML's CBPE, https://nannyml.readthedocs.io, "Estimation of
-    Performance of the Monitored Model"): calibrate the model's confidence on labelled reference rows, so that a
-    calibrated confidence c means "right with probability c"; then the expected accuracy of unlabelled rows is
-    the mean of their calibrated confidences. It holds under covariate shift as long as the calibration does
-    (no concept drift), and needs no labels in production."""
+    """Confidence-based performance estimation of accuracy, after NannyML's CBPE (https://nannyml.readthedocs.io,
+    "Estimation of Performance of the Monitored Model"), in its simplest form: *top-label* calibration. One
+    isotonic regression of "was the prediction right" on the model's confidence (its largest probability), fitted
+    on labelled reference rows, so that a calibrated confidence c means "right with probability c"; the expected
+    accuracy of unlabelled rows is the mean of their calibrated confidences.
+
+    NannyML does it per class for a multiclass model: one isotonic calibrator per class, one-vs-rest (the
+    probability of class k against "the label is k"), skipped for a class whose probabilities are already
+    calibrated; each row's calibrated probabilities are renormalised to sum to 1, and the estimated accuracy is
+    the mean calibrated probability of the predicted class (``_fit_calibrators`` and
+    ``_calibrate_predicted_probabilities`` in ``nannyml/performance_estimation/confidence_based/cbpe.py``,
+    ``MulticlassClassificationAccuracy._estimate`` in ``metrics.py``). Both hold under covariate shift as long as
+    the calibration does (no concept drift), need no labels in production, and need a labelled reference of the
+    model they estimate: a calibrator fitted on one model's confidence says nothing about another's."""
 
     def __init__(self, confidence, correct):
         from sklearn.isotonic import IsotonicRegression
