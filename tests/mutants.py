@@ -38,6 +38,11 @@ CHECK_CALL = re.compile(r'check\(\s*"(\d\d\.\w+)"\s*,\s*(.+)\)\s*$', re.S)
 # module named here supplies that state (``state()`` there returns the names), so their mutants are judged too.
 STATE_FROM = {"07.vae_score": "test_checks_lab07", "08.adversarial_score": "test_checks_lab08"}
 
+# Exercises whose answer is a model folder that the cell assembles from the notebook's trained models and a
+# runtime the lab provides (students write no runtime code there): their wrong folders are the hand-written
+# cases of tests/test_checks_labNN.py; what students write as a runtime (02, 05) is mutated by test_mutants.py.
+ASSEMBLED_FOLDERS = {"07.runtime", "08.runtime"}
+
 # -- operators ---------------------------------------------------------------------------------------------
 COMPARE = {ast.Lt: (ast.LtE, ast.Gt), ast.LtE: (ast.Lt, ast.GtE), ast.Gt: (ast.GtE, ast.Lt),
            ast.GtE: (ast.Gt, ast.LtE), ast.Eq: (ast.NotEq,), ast.NotEq: (ast.Eq,), ast.In: (ast.NotIn,),
@@ -262,6 +267,8 @@ class Exercise:
     def kind(self) -> str:
         """``function`` (the answer is made by running the cell) or ``runtime`` (a %%writefile cell served from
         a model folder) or ``folder`` (the cell builds a model folder from a notebook's trained models)."""
+        if self.name in ASSEMBLED_FOLDERS:
+            return "folder"
         if self.source.startswith("%%writefile"):
             return "runtime"
         if self.answer.startswith('"'):
@@ -334,23 +341,20 @@ def namespace(exercise: Exercise, state: dict | None = None) -> dict:
         for statement in body:
             if isinstance(statement, (ast.Import, ast.ImportFrom)):
                 exec(compile(ast.Module([statement], []), "<imports>", "exec"), names)
-    wanted = _free_names(ast.parse(_python(exercise.source))) - set(names)
+    definitions = [_definitions(source) for source in reversed(earlier)]
     done: set[str] = set()
-    while wanted - done:
-        name = sorted(wanted - done)[0]
+
+    def define(name: str) -> None:  # what a definition names is defined first
         done.add(name)
-        statement = next((d[name] for d in map(_definitions, reversed(earlier)) if name in d), None)
+        statement = next((d[name] for d in definitions if name in d), None)
         if statement is None:
-            continue  # a name the answer does not need at definition time, or one the state supplies
-        wanted |= _free_names(statement) - set(names)
-        pending = [statement]
-        for need in sorted(_free_names(statement) - set(names) - done):  # definitions before their users
-            done.add(need)
-            found = next((d[need] for d in map(_definitions, reversed(earlier)) if need in d), None)
-            if found is not None:
-                pending.insert(0, found)
-        for item in pending:
-            exec(compile(ast.Module([item], []), f"<{exercise.notebook.name}>", "exec"), names)
+            return  # a name the answer does not need at definition time, or one the state supplies
+        for need in sorted(_free_names(statement) - set(names) - done):
+            define(need)
+        exec(compile(ast.Module([statement], []), f"<{exercise.notebook.name}>", "exec"), names)
+
+    for name in sorted(_free_names(ast.parse(_python(exercise.source))) - set(names)):
+        define(name)
     return names
 
 
@@ -392,10 +396,32 @@ def judge(exercise: Exercise, names: dict, seeds=SEEDS, limit: int | None = None
     return verdicts
 
 
+KINDS = ("equivalent", "also right")
+
+
+def judge_runtime(exercise: Exercise, folder_for, seeds=(0,)) -> list[Verdict]:
+    """Each mutant of a runtime exercise (its ``%%writefile`` cell) against its check: ``folder_for(source,
+    path)`` writes a model folder serving that source at ``path`` (under the working folder) and returns it.
+    One seed by default: each judgement starts an MLServer."""
+    import shutil
+
+    from labkit.checks import evaluate
+
+    verdicts = []
+    for number, mutant in enumerate(mutants(exercise.source)):
+        folder = folder_for(mutant.source, Path(f"mutant-{number}"))
+        try:
+            passed = [seed for seed in seeds if evaluate(exercise.name, str(folder), seed=seed).status == "passed"]
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        verdicts.append(Verdict(exercise.name, mutant.id, passed))
+    return verdicts
+
+
 def equivalents() -> dict[tuple[str, str], str]:
-    """The reviewed list: (check, mutant id) -> why it means the same as the solution."""
+    """The reviewed list: (check, mutant id) -> its kind and why (see the file's header)."""
     entries = tomllib.loads(EQUIVALENTS.read_text()).get("mutant", [])
-    return {(e["check"], e["id"]): e["reason"] for e in entries}
+    return {(e["check"], e["id"]): f"{e.get('kind', '?')}: {e['reason']}" for e in entries}
 
 
 def score(verdicts: list[Verdict], listed: dict) -> dict:

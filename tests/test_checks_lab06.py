@@ -104,8 +104,10 @@ def test_solutions_pass_on_every_seed(name):
 
 
 def test_fdr_detector_passes_too():
-    assert_passes_on_every_seed("06.ks_detector", lambda x_ref, p_val: KSDetector(x_ref, p_val, correction="fdr"),
-                                seeds=range(3))
+    def fdr_always(x_ref, p_val, correction="fdr"):  # FDR whatever is asked: still valid, and more powerful
+        return KSDetector(x_ref, p_val, correction="fdr")
+
+    assert_passes_on_every_seed("06.ks_detector", fdr_always, seeds=range(3))
 
 
 class Statistics(KSDetector):  # the KS statistic where the p-value belongs
@@ -127,8 +129,14 @@ class FixedLevel(KSDetector):  # ignores the p_val argument: the lab's 5 %
         super().__init__(x_ref, 0.05)
 
 
+class AlwaysBonferroni(KSDetector):  # accepts correction="fdr" and ignores it
+    def __init__(self, x_ref, p_val=0.05, correction="bonferroni"):
+        super().__init__(x_ref, p_val)
+
+
 @pytest.mark.parametrize("answer, words, seeds", [
     (Uncorrected, "correct for multiple testing", SEEDS),
+    (AlwaysBonferroni, "Benjamini-Hochberg", SEEDS),
     (Statistics, "not its statistics", SEEDS),
     (FixedLevel, "Use the p_val argument", range(5)),
     (OneMinusP, "not 1 - p", range(3)),
@@ -136,7 +144,8 @@ class FixedLevel(KSDetector):  # ignores the p_val argument: the lab's 5 %
     (NoDict, "return a dict like alibi-detect's", range(3)),
     (OnePValue, "one per feature", range(3)),
     (lambda x_ref, p_val: object(), "no predict method", range(3)),
-], ids=["uncorrected", "statistics", "fixed level", "1 - p", "means only", "no dict", "one p-value", "no predict"])
+], ids=["uncorrected", "always bonferroni", "statistics", "fixed level", "1 - p", "means only", "no dict",
+        "one p-value", "no predict"])
 def test_ks_detector_mistakes_fail_on_every_seed(answer, words, seeds):
     assert_fails_on_every_seed("06.ks_detector", answer, words, seeds=seeds)
 
@@ -167,7 +176,13 @@ def delay_as_product(powers, max_delay):
     return max(meeting) if meeting else None
 
 
+def delay_as_product_without_zero(powers, max_delay):
+    meeting = [n for n, power in powers.items() if power > 0 and n * power <= max_delay]
+    return max(meeting) if meeting else None
+
+
 @pytest.mark.parametrize("answer, words", [
+    (delay_as_product_without_zero, "exceeds the target"),
     (smallest_window, "largest window"),
     (strict_target, "equals the target"),
     (fastest_window, "largest window"),
@@ -176,7 +191,8 @@ def delay_as_product(powers, max_delay):
     (lambda powers, max_delay: max(powers), "exceeds the target"),
     (lambda powers, max_delay: "big", "(an int), or None"),
     (lambda powers, max_delay: choose_window(powers, max_delay) or min(powers), "return None"),
-], ids=["smallest", "strict", "fastest", "power 0", "n times power", "largest", "a string", "never None"])
+], ids=["n times power, no zero", "smallest", "strict", "fastest", "power 0", "n times power", "largest",
+        "a string", "never None"])
 def test_window_size_mistakes_fail_on_every_seed(answer, words):
     messages = assert_fails_on_every_seed("06.window_size", answer)
     assert words is None or any(words in m for m in messages), messages[0]

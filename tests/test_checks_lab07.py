@@ -154,7 +154,46 @@ class NoThreshold(Mahalanobis):
         return {"data": {"instance_score": scores, "is_outlier": scores > self.cut}, "meta": {}}
 
 
+class LastFoldFit(Mahalanobis):
+    """Scores new rows with the fit of the last fold (four fifths of the rows): the final fit forgotten."""
+
+    def __init__(self, X_ref, fpr=0.05):
+        X_ref = np.asarray(X_ref, dtype=float)
+        held_out = np.empty(len(X_ref))
+        for learn, scored in LAB_FOLDS.split(X_ref):
+            self.mean = X_ref[learn].mean(axis=0)
+            self.inverse = np.linalg.pinv(np.cov(X_ref[learn], rowvar=False))
+            held_out[scored] = self.score(X_ref[scored])
+        self.threshold = float(np.quantile(held_out, 1 - fpr))
+
+
+class SquaredWithBiasedCovariance(Mahalanobis):
+    """The squared distance with a ddof-0 covariance and its threshold: another right answer."""
+
+    def __init__(self, X_ref, fpr=0.05):
+        super().__init__(X_ref, fpr)
+        n = len(X_ref)
+        self.inverse = self.inverse * (n - 1) / n
+        self.threshold = float(np.quantile(self._held_out_squared(np.asarray(X_ref, dtype=float)), 1 - fpr))
+
+    def _held_out_squared(self, X_ref):
+        held_out = np.empty(len(X_ref))
+        for learn, scored in LAB_FOLDS.split(X_ref):
+            centred = X_ref[scored] - X_ref[learn].mean(axis=0)
+            inverse = np.linalg.pinv(np.cov(X_ref[learn], rowvar=False, ddof=0))
+            held_out[scored] = np.einsum("ij,jk,ik->i", centred, inverse, centred)
+        return held_out
+
+    def score(self, X):
+        return super().score(X) ** 2
+
+
+def test_a_squared_distance_with_a_biased_covariance_passes_too():
+    assert_passes_on_every_seed("07.mahalanobis", SquaredWithBiasedCovariance, seeds=range(3))
+
+
 @pytest.mark.parametrize("answer, words", [
+    (LastFoldFit, "fit of every reference row"),
     (OwnRowsThreshold, "not on the reference rows' own distances"),
     (ZScore, "inverse covariance"),
     (ChiSquareThreshold, "new clean rows"),
@@ -163,7 +202,8 @@ class NoThreshold(Mahalanobis):
     (DiagonalOnly, "inverse covariance"),
     (NoScoreMethod, "score method"),
     (NoThreshold, "threshold attribute"),
-], ids=["own rows", "z-score", "chi-square threshold", "fixed rate", "fpr quantile", "diagonal", "no score",
+], ids=["last fold's fit", "own rows", "z-score", "chi-square threshold", "fixed rate", "fpr quantile", "diagonal",
+        "no score",
         "no threshold"])
 def test_mahalanobis_mistakes_fail_on_every_seed(answer, words):
     assert_fails_on_every_seed("07.mahalanobis", answer, words)
@@ -340,12 +380,45 @@ def swaps_the_costs(clean, outliers, cost_alarm, cost_miss, outlier_rate):
     return brute_force(clean, outliers, cost_miss, cost_alarm, outlier_rate)
 
 
+def never_flags_everything(clean, outliers, cost_alarm, cost_miss, outlier_rate):  # no candidate below all
+    candidates = np.r_[clean, outliers]
+    costs = [(1 - outlier_rate) * (clean > t).mean() * cost_alarm + outlier_rate * (outliers <= t).mean() * cost_miss
+             for t in candidates]
+    return candidates[int(np.argmin(costs))]
+
+
+def misses_below_only(clean, outliers, cost_alarm, cost_miss, outlier_rate):  # an outlier AT t counted as caught
+    candidates = np.r_[-np.inf, clean, outliers]
+    costs = [(1 - outlier_rate) * (clean > t).mean() * cost_alarm + outlier_rate * (outliers < t).mean() * cost_miss
+             for t in candidates]
+    return candidates[int(np.argmin(costs))]
+
+
+def alarms_at_or_above(clean, outliers, cost_alarm, cost_miss, outlier_rate):  # a clean row AT t counted as flagged
+    candidates = np.r_[-np.inf, clean, outliers]
+    costs = [(1 - outlier_rate) * (clean >= t).mean() * cost_alarm + outlier_rate * (outliers <= t).mean() * cost_miss
+             for t in candidates]
+    return candidates[int(np.argmin(costs))]
+
+
+def rate_added(clean, outliers, cost_alarm, cost_miss, outlier_rate):  # (1 + rate) for the clean share
+    candidates = np.r_[-np.inf, clean, outliers]
+    costs = [(1 + outlier_rate) * (clean > t).mean() * cost_alarm + outlier_rate * (outliers <= t).mean() * cost_miss
+             for t in candidates]
+    return candidates[int(np.argmin(costs))]
+
+
 @pytest.mark.parametrize("answer", [
     lambda c, o, ca, cm, r: float(np.quantile(c, 0.95)),  # a fixed FPR ignores the costs
     lambda c, o, ca, cm, r: float(np.median(np.r_[c, o])),
     ignores_the_rate,
     swaps_the_costs,
-], ids=["95th percentile", "median", "ignores the rate", "swaps the costs"])
+    never_flags_everything,
+    misses_below_only,
+    alarms_at_or_above,
+    rate_added,
+], ids=["95th percentile", "median", "ignores the rate", "swaps the costs", "never flags everything",
+        "misses below only", "alarms at or above", "rate added"])
 def test_best_threshold_mistakes_fail_on_every_seed(answer):
     assert_fails_on_every_seed("07.best_threshold", answer, "costs")
 

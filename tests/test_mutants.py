@@ -40,11 +40,47 @@ def test_every_mutant_fails_its_check_or_is_a_listed_equivalent(exercise):
     assert stale == [], f"{exercise.name}: listed as equivalent but killed now (or gone): remove them"
 
 
+def _lab02_folder(source, path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from labkit.data import load_breast_cancer
+    from test_checks_lab02 import model_folder
+
+    data = load_breast_cancer()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(data.X, data.y)
+    return model_folder(path, model, data.target_names, strict_source=source)
+
+
+def _lab05_folder(source, path):
+    from test_checks_lab05 import runtime_folder
+
+    return runtime_folder(path, source)
+
+
+RUNTIME_FOLDERS = {"02.runtime": _lab02_folder, "05.runtime": _lab05_folder}
+RUNTIMES = [e for e in mutants.exercises() if e.kind == "runtime"]
+
+
+@pytest.mark.parametrize("exercise", RUNTIMES, ids=lambda e: e.name)
+def test_every_runtime_mutant_fails_its_check_or_is_a_listed_equivalent(exercise):
+    """A runtime's file is mutated as a function is, and served by its check (one seed: a server a mutant)."""
+    verdicts = mutants.judge_runtime(exercise, RUNTIME_FOLDERS[exercise.name])
+    survivors = [v.mutant for v in verdicts if v.survived and (exercise.name, v.mutant) not in LISTED]
+    assert survivors == [], f"{exercise.name}: runtime mutants that pass the check"
+    stale = [m for (name, m) in LISTED if name == exercise.name and m not in {v.mutant for v in verdicts
+                                                                               if v.survived}]
+    assert stale == [], f"{exercise.name}: listed but killed now (or gone): remove them"
+
+
 def test_every_listed_equivalent_names_a_check_and_gives_a_reason():
     known = {e.name for e in mutants.exercises()}
     for (name, mutant), reason in LISTED.items():
         assert name in known, name
-        assert len(reason.split()) >= 4, f"{name}: {mutant}: say why it is equivalent"
+        kind, _, why = reason.partition(": ")
+        assert kind in mutants.KINDS, f"{name}: {mutant}: kind must be one of {mutants.KINDS}"
+        assert len(why.split()) >= 4, f"{name}: {mutant}: say why it passes"
 
 
 SOLUTION = '''def f(xs, limit=3):

@@ -131,6 +131,7 @@ def ks_detector(answer, rng):
                    f"large (median {np.median(shifted_p):.2g}): a p-value is small when the samples differ. Return "
                    "the test's p-values themselves, not 1 - p or the statistic.")
     _expect_level_used(fit_at, rng, d, n, loc, scale, mix, skewed)
+    _expect_fdr(answer, rng, d, m, n, loc, scale)
     return (f"False positive rate {fpr:.1%} over {n_null} windows without drift (level {LEVEL:.0%}), power "
             f"{power:.0%} on {n_shifted} shifted windows, with {d} correlated features; the p_val you are given "
             "is the level you test at.")
@@ -168,6 +169,33 @@ def _expect_level_used(fit_at, rng, d, n, loc, scale, mix, skewed):
                 raise Fail(f"KSDetector(x_ref, p_val={level}) answered is_drift={is_drift} for p-values "
                            f"{safe_repr(np.round(p, 4).tolist())}; at p_val={level} with {d} features a "
                            "correction for multiple testing says otherwise. Use the p_val argument as the level.")
+
+
+def _expect_fdr(answer, rng, d, m, n, loc, scale):
+    """``correction="fdr"`` flags by Benjamini-Hochberg. The two corrections disagree on few windows (several
+    p-values a little under the level, none under level / d): independent features, each moved a little, make
+    such windows, and on every one ``is_drift`` must follow the BH decision on the answer's own p-values."""
+    plain = np.zeros(d, dtype=bool)  # no skewed features: their tails would make every small move obvious
+    x_ref = _correlated_rows(rng, m, loc, scale, 0.0, plain)
+    shown = f"KSDetector(x_ref, p_val={LEVEL}, correction='fdr')"
+    detector = call(answer, shown, x_ref.copy(), p_val=LEVEL, correction="fdr")
+    predict = getattr(detector, "predict", None)
+    if not callable(predict):
+        raise Fail(f"{shown} gave {safe_repr(detector)}, which has no predict method.")
+    where_they_differ = 0
+    for _ in range(600):  # about 2.5 % of these windows set the corrections apart
+        x = _correlated_rows(rng, n, loc, scale, 0.0, plain) + 0.25 * scale
+        is_drift, p = _verdict(predict(x), f"{shown}.predict(x)")
+        if p.size != d:
+            continue
+        bonferroni, fdr = _decisions(p, LEVEL)
+        if bool(is_drift) != fdr:
+            raise Fail(f"{shown}.predict(x) answered is_drift={is_drift} for p-values "
+                       f"{safe_repr(np.round(p, 4).tolist())}; Benjamini-Hochberg at {LEVEL} says "
+                       f"{int(fdr)}: flag when some sorted p-value p_(k) is at most k * p_val / d.")
+        where_they_differ += bonferroni != fdr
+        if where_they_differ >= 2:
+            return
 
 
 def expected_delay(window, power):
@@ -211,8 +239,20 @@ def _window_cases(rng):
             if max_delay is not None:
                 cases.append((powers, max_delay))
                 break
+    cases.insert(0, _plateau_case(rng))
     order = rng.permutation(len(cases) - 1)  # "none" stays last so that other mistakes are named first
     return [cases[i] for i in order] + cases[-1:]
+
+
+def _plateau_case(rng):
+    """A power curve that flattens: doubling the window barely adds power, so the larger window is too slow
+    although its size times its power is small. A delay of n × power (not n / power) picks it."""
+    n = int(rng.integers(60, 150))
+    power = round(float(rng.uniform(0.6, 0.75)), 3)
+    plateau = round(power + float(rng.uniform(0, 0.03)), 3)
+    powers = {n // 2: round(power * 0.6, 3), n: power, 2 * n: plateau}
+    low, high = max(n / power, 2 * n * plateau), 2 * n / plateau
+    return powers, float(round(rng.uniform(low + 0.1 * (high - low), high - 0.1 * (high - low)), 1))
 
 
 @register(
@@ -355,15 +395,18 @@ def _small_concept_drift(rng, reference, size):
 
 
 def _hidden_scenarios(rng):
-    """(expected type, reference, batch) for 12 scenarios, each type three times, in random order.
+    """(expected type, reference, batch) for 13 scenarios, each type three times and covariate shift four, in
+    random order.
 
-    Covariate shift: one recalibrated instrument (label share unchanged) and two referrals that select larger
-    tumours (label share moved, each class's inputs too): a changed label share is no sign of label shift.
+    Covariate shift: one recalibrated instrument (label share unchanged) and three referrals that select larger
+    tumours (label share moved, each class's inputs too; the two lower cuts move mostly the benign class, so one
+    class that drifted within is enough): a changed label share is no sign of label shift.
     Concept drift (label share kept exactly): one large change and two small ones that cost the model less than
     9 points of accuracy: only a test, not a fixed threshold, tells them from chance.
     """
     names = drift_scenario("none", size=1).feature_names
-    plans = ["none"] * 3 + ["instrument", "referral", "referral"] + ["label"] * 3 + ["concept", "small", "small"]
+    plans = (["none"] * 3 + ["instrument", "referral", "low referral", "low referral"] + ["label"] * 3
+             + ["concept", "small", "small"])
     scenarios = []
     for i in rng.permutation(len(plans)):
         plan, size = plans[i], SCENARIO_ROWS
@@ -376,6 +419,9 @@ def _hidden_scenarios(rng):
         elif plan == "referral":
             batch = drift_scenario("referral", size, seed, feature=str(rng.choice(SIZE_FEATURES)),
                                    quantile=float(rng.uniform(0.4, 0.6)))
+        elif plan == "low referral":  # a cut that drops small tumours: the benign class moves, the malignant barely
+            batch = drift_scenario("referral", size, seed, feature=str(rng.choice(SIZE_FEATURES)),
+                                   quantile=float(rng.uniform(0.25, 0.35)))
         elif plan == "label":
             malignant = float(rng.choice([rng.uniform(0.72, 0.9), rng.uniform(0.03, 0.1)]))
             batch = drift_scenario("population", size, seed, malignant=malignant)
@@ -406,7 +452,7 @@ def _hidden_scenarios(rng):
         "rows with its cross-validated accuracy on the reference (performance_drift), at a strict level such as "
         "0.01 for every test.",
     ),
-    time_limit=30,  # 12 calls of the student's code, each fitting models
+    time_limit=30,  # 13 calls of the student's code, each fitting models
 )
 def drift_type(answer, rng):
     expect_function(answer, "drift_type", "x_ref, y_ref, x_new, y_new")

@@ -116,6 +116,7 @@ def _mahalanobis_at(answer, rng, fpr):
         raise Fail(f"{shown} flags only {recall:.0%} of rows stitched from other rows; use the full "
                    "covariance of the features, not one feature at a time.")
     _expect_score_and_threshold(detector, outliers, out_scores, out_flags, shown)
+    _expect_full_fit(clean_scores, _held_out_reference(reference, fpr)[0](clean), shown)
 
     # Small tables: 150 rows for up to 16 features, where the rows a fit learned from sit clearly closer to it
     # than new rows do. The rate on new clean rows, averaged over 30 tables, is compared with that of the
@@ -141,6 +142,18 @@ def _mahalanobis_at(answer, rng, fpr):
         raise Fail(f"{shown} flags {rate:.1%} of new clean rows from the same source (mean over "
                    f"{SMALL_TABLES} tables); a threshold from held-out distances flags {expected:.1%} of the same "
                    f"rows at fpr={fpr}, one from the fitted rows' own distances {naive:.1%}. {why}")
+
+
+def _expect_full_fit(scores, distances, shown):
+    """New data is scored by the fit of every reference row: the scores are the Mahalanobis distances of that
+    fit, up to a constant factor (a covariance with ddof 0 or 1) or squared."""
+    for power in (1, 2):
+        ratio = scores / distances ** power
+        if np.all(np.isfinite(ratio)) and ratio.mean() > 0 and ratio.std() <= 1e-3 * ratio.mean():
+            return
+    raise Fail(f"{shown}: the scores of new rows are not the Mahalanobis distances from the mean and inverse "
+               "covariance of all the reference rows (nor their squares). Score new data with a fit of every "
+               "reference row, after the folds have set the threshold.")
 
 
 def _fitted(answer, shown, reference, fpr):
@@ -282,11 +295,21 @@ def _expected_cost(threshold, clean, outliers, cost_alarm, cost_miss, outlier_ra
 )
 def best_threshold(answer, rng):
     expect_function(answer, "best_threshold", "clean scores, outlier scores and the costs")
-    for _ in range(6):
+    # Every kind on every call: scores as measured; scores rounded to half points (ties, where "above the
+    # threshold" and "at or below it" must be counted exactly); a case where flagging everything is cheapest.
+    kinds = ["measured"] * 6 + ["rounded"] * 4 + ["flag everything"]
+    rates = iter(rng.permutation([0.001, 0.01, 0.05, 0.2, 0.5, 0.05, 0.01, 0.2, 0.5, 0.2, 0.5]))
+    for kind in rng.permutation(kinds):
         clean = rng.gamma(float(rng.uniform(1, 4)), 1.0, size=int(rng.integers(200, 2000)))
         outliers = rng.gamma(float(rng.uniform(2, 6)), float(rng.uniform(1, 2)), size=int(rng.integers(30, 500)))
         cost_alarm, cost_miss = float(rng.uniform(0.5, 5)), float(rng.uniform(5, 200))
-        outlier_rate = float(rng.choice([0.001, 0.01, 0.05, 0.2]))
+        outlier_rate = float(next(rates))
+        if kind == "rounded":  # half-point steps: many ties
+            clean, outliers = np.round(2 * clean) / 2, np.round(2 * outliers[:int(rng.integers(20, 60))]) / 2
+        elif kind == "flag everything":  # one outlier below every clean score, and misses cost a lot
+            outliers = rng.gamma(float(rng.uniform(2, 6)), 1.0, size=int(rng.integers(10, 30)))
+            outliers[0] = clean.min() - float(rng.uniform(0.01, 1))
+            cost_alarm, cost_miss, outlier_rate = float(rng.uniform(0.5, 2)), float(rng.uniform(500, 1000)), 0.5
         shown = (f"best_threshold(<{len(clean)} clean scores>, <{len(outliers)} outlier scores>, "
                 f"cost_alarm={cost_alarm:.2f}, cost_miss={cost_miss:.1f}, outlier_rate={outlier_rate})")
         got = call(answer, shown, clean.copy(), outliers.copy(), cost_alarm, cost_miss, outlier_rate)
@@ -300,7 +323,8 @@ def best_threshold(answer, rng):
             raise Fail(f"{shown}: your threshold costs {cost:.4g} per row on these scores, but another "
                        f"threshold costs {1 - best / cost:.0%} less. A row is "
                        "flagged when its score is above the threshold.")
-    return "The cheapest threshold on 6 hidden score distributions and cost settings."
+    return (f"The cheapest threshold on {len(kinds)} hidden score distributions and cost settings, ties and a "
+            "case where flagging everything is cheapest among them.")
 
 
 # -- exercise 4: the served guard -----------------------------------------------------------------
