@@ -354,8 +354,9 @@ def alarm_plans(rng, windows: int) -> list[tuple[str, list[str]]]:
         "all new.",
         "Per interval: slow = all new - new at or below the threshold (the 'le' bucket equal to it); the interval "
         "breaches when slow / all new > 1 - objective. An interval without requests breaches nothing.",
-        "Count the breaching intervals in a row (an interval that does not breach resets the count) and fire "
-        "while the count is at least windows; return one boolean per interval, len(series) - 1 of them.",
+        "Count the breaching intervals in a row, from 0 before the first interval (an interval that does not "
+        "breach resets the count to 0), and fire while the count is at least windows; return one boolean per "
+        "interval, len(series) - 1 of them.",
     ),
 )
 def slo_alarm(answer, rng):
