@@ -124,6 +124,22 @@ def test_policy_boundary_mistakes_fail():
         assert_fails_on_every_seed("04.policy", wrong, words)
 
 
+POLICY_KINDS = {"good": "promote", "good, loose limits": "promote", "slow degradation (latency)": "rollback",
+                "slow degradation (errors)": "rollback", "sudden failure": "rollback", "too little traffic": "hold",
+                "one window too small": "hold", "a window too small, then a failing one": "rollback",
+                "an error rate exactly at max_error_rate": "promote", "a p95 exactly at max_p95": "promote",
+                "a window of exactly min_requests": "promote", "one error over max_error_rate": "rollback",
+                "a p95 1 ms over max_p95": "rollback"}
+
+
+def test_policy_scenarios_are_what_they_say():
+    for seed in range(200):
+        scenarios = lab04.policy_scenarios(np.random.default_rng(seed))
+        assert [kind for kind, _, _ in scenarios] == list(POLICY_KINDS)
+        for kind, windows, g in scenarios:
+            assert lab04.reference_policy(windows, g) == POLICY_KINDS[kind], (seed, kind)
+
+
 def test_policy_boundaries_are_exact():
     """The windows at a limit are exactly at it, in the arithmetic a student would use."""
     for seed in range(20):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 from scipy.stats import binomtest
@@ -60,8 +61,9 @@ def policy_scenarios(rng) -> list[tuple[str, list[dict], dict]]:
     g = _guardrails(rng)  # slow degradation of the error rate, the same way
     shares = np.linspace(0.2, 1.0, n)
     shares[-1] = rng.uniform(1.3, 1.6)
-    cases.append(("slow degradation (errors)",
-                  [_window(rng, g, busy(g), s, 0.4) for s in shares], g))
+    windows = [_window(rng, g, busy(g), s, 0.4) for s in shares]
+    _over_error_limit(windows[-1], g)
+    cases.append(("slow degradation (errors)", windows, g))
     g = _guardrails(rng)  # a sudden failure in one window, then it looks fine again (a crash and a restart)
     windows = [_window(rng, g, busy(g), 0.2, 0.4) for _ in range(n)]
     spike = int(rng.integers(1, n - 1))
@@ -82,8 +84,10 @@ def policy_scenarios(rng) -> list[tuple[str, list[dict], dict]]:
     thin = int(rng.integers(0, n - 3))
     failing = int(rng.integers(thin + 1, n - 1))
     windows[thin] = _window(rng, g, g["min_requests"] * rng.uniform(0.2, 0.9), 0.0, 0.5)
-    windows[failing] = (_window(rng, g, busy(g), rng.uniform(1.5, 3), 0.5) if rng.random() < 0.5
-                        else _window(rng, g, busy(g), 0.5, rng.uniform(1.2, 1.5)))
+    if rng.random() < 0.5:
+        windows[failing] = _over_error_limit(_window(rng, g, busy(g), rng.uniform(1.5, 3), 0.5), g)
+    else:
+        windows[failing] = _window(rng, g, busy(g), 0.5, rng.uniform(1.2, 1.5))
     windows[-1] = _window(rng, g, g["min_requests"] // 2, 0.0, 0.5)  # and one after it, also too small
     cases.append(("a window too small, then a failing one", windows, g))
     # Exactly at each limit, which is not over it (the exercise: a window fails if it is over the limit; one with
@@ -112,6 +116,13 @@ def policy_scenarios(rng) -> list[tuple[str, list[dict], dict]]:
     windows[int(rng.integers(n))]["p95"] = round(g["max_p95"] + 0.001, 4)
     cases.append(("a p95 1 ms over max_p95", windows, g))
     return cases
+
+
+def _over_error_limit(window: dict, g) -> dict:
+    """At least one error more than ``max_error_rate`` allows (rounding down a share could leave it under)."""
+    allowed = math.floor(Fraction(window["requests"]) * Fraction(str(g["max_error_rate"])))
+    window["errors"] = max(window["errors"], allowed + 1)
+    return window
 
 
 def _at_error_limit(rng, g) -> dict:
