@@ -3,7 +3,7 @@
 ``tf.keras.utils.set_random_seed`` is avoided on purpose: in tf-keras 2.18 it installs a seed generator whose
 ``randint(1, 1e9)`` passes a float, which Python 3.12's ``random`` refuses ("'float' object cannot be interpreted
 as an integer") the first time a layer is built. Without that generator tf-keras draws its seeds from the global
-``random`` module, which is seeded here, so the result is the same sequence on 3.10, 3.11 and 3.12.
+``random`` module, which is seeded here, so the result is the same sequence on 3.11 and 3.12.
 A newer tf-keras fixes it but needs TensorFlow 2.19, which alibi-detect 0.13 excludes.
 """
 

@@ -26,7 +26,7 @@ def test_binder_requirements_are_the_constraints():
 
 
 def test_binder_python_is_one_the_course_supports():
-    assert (BINDER / "runtime.txt").read_text().strip() in {"python-3.10", "python-3.11", "python-3.12"}
+    assert (BINDER / "runtime.txt").read_text().strip() in {"python-3.11", "python-3.12"}
     assert not (BINDER / "environment.yml").exists()  # it would make Binder ignore runtime.txt
 
 

@@ -134,6 +134,6 @@ def test_doctor_fails_an_unsupported_python_with_a_fix(monkeypatch):
     monkeypatch.setattr(cli.platform, "python_version", lambda: "3.13.0")
     report = cli.doctor(start_server=False)
     python = next(f for f in report.findings if f.name == "python")
-    assert python.status == "fail" and "3.13.0" in python.detail and "3.10" in python.fix
+    assert python.status == "fail" and "3.13.0" in python.detail and "3.11" in python.fix
     assert not report.ok
     assert "FAIL" in str(report) and "fix:" in str(report)

@@ -36,7 +36,7 @@ def test_unsupported_python_gets_a_clear_message(monkeypatch, capsys, version):
         tasks.ensure_environment()
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert "needs Python 3.10, 3.11 or 3.12" in err
+    assert "needs Python 3.11 or 3.12" in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -59,8 +59,8 @@ def test_up_to_date_environment_is_not_reinstalled(monkeypatch, tmp_path):
 
 def test_supported_pythons_come_from_pyproject():
     tasks = load_tasks()
-    assert tasks.supported_pythons() == [(3, 10), (3, 11), (3, 12)]
-    assert tasks.spoken(tasks.supported_pythons()) == "3.10, 3.11 or 3.12"
+    assert tasks.supported_pythons() == [(3, 11), (3, 12)]
+    assert tasks.spoken(tasks.supported_pythons()) == "3.11 or 3.12"
 
 
 def test_a_too_new_python_is_told_what_to_install(monkeypatch, capsys):
@@ -86,7 +86,7 @@ def test_the_doctor_names_the_supported_pythons(monkeypatch):
     monkeypatch.setattr(cli.platform, "python_version", lambda: "3.13.0")
     finding = next(f for f in cli.doctor(start_server=False).findings if f.name == "python")
     assert finding.status == "fail"
-    assert "3.10, 3.11 or 3.12" in finding.fix and "python3.12 tasks.py lab" in finding.fix
+    assert "3.11 or 3.12" in finding.fix and "python3.12 tasks.py lab" in finding.fix
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
