@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +250,7 @@ class Audit:
         self._lock = threading.Lock()
 
     def record(self, action: str, **details: Any) -> dict:
-        entry = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "action": action, **details}
+        entry = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "action": action, **details}
         with self._lock:
             self.entries.append(entry)
             if self.path:

@@ -417,7 +417,7 @@ def build_app(config: dict):
                 clients[role].post(route.infer_url(state["model"]), content=content,
                                    headers={"content-type": "application/json"}, timeout=timeout),
                 timeout)
-        except (asyncio.TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx.TimeoutException):
             return 504, _error(f"route {route.name!r} gave no answer within {timeout:g} s"), "timeout"
         except httpx.HTTPError as e:
             return 502, _error(f"route {route.name!r} is unreachable: {type(e).__name__} {e}"), "unreachable"
@@ -492,7 +492,7 @@ def build_app(config: dict):
             s_errors.labels(model, route.name, kind).inc()
         try:  # the primary answer normally came long ago; never wait for it longer than it may take
             primary_name, primary_doc = await asyncio.wait_for(asyncio.shield(primary), state["timeout"])
-        except asyncio.TimeoutError:
+        except TimeoutError:
             primary_name, primary_doc = None, None
         if answer is not None and primary_doc is not None:
             compared = disagreements(primary_doc, answer)

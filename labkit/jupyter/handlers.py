@@ -40,7 +40,7 @@ async def exercise_catalogue(labs: list[str]) -> dict:
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             return {lab: {"error": "listing the checks took over 120 s"} for lab in labs}
         if proc.returncode != 0:
@@ -97,7 +97,7 @@ class ServersHandler(LabkitHandler):
     async def _ready(self, url: str) -> bool:
         try:
             reply = await AsyncHTTPClient().fetch(url + "/v2/health/ready", request_timeout=2, raise_error=False)
-        except (OSError, HTTPClientError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, HTTPClientError):
             return False
         return reply.code == 200
 
