@@ -6,7 +6,8 @@
 
 Sections: ``notebooks`` (each solution notebook against the budgets, see notebooks.py), ``serving``
 (start-to-ready, one-row latency, throughput with and without adaptive batching, see serving.py),
-``grading`` (notebooks graded per minute, see grading.py) and ``install`` (size of the environment).
+``grading`` (notebooks graded per minute, see grading.py), ``mutation`` (the checks' mutation score per lab, see
+mutation.py) and ``install`` (size of the environment).
 It prints tables and writes ``benchmarks/results/latest.json`` (and a dated copy) with a description of the
 machine. Timings are figures, not tests: the test command does not run this. Exit status 1 when a notebook is
 over budget.
@@ -29,7 +30,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ["notebooks", "serving", "grading", "install"]
+SECTIONS = ["notebooks", "serving", "grading", "mutation", "install"]
 PACKAGES = ["mlserver", "tensorflow", "alibi-detect", "scikit-learn", "numpy", "jupyterlab", "labkit"]
 
 
