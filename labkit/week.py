@@ -12,7 +12,7 @@ have seen:
 - **an adversarial burst** (``attack``, 3 hours on day 3): one client, not one of the 40, sends FGSM images
   (``labkit.adversarial.fgsm`` with the served model's own gradients, epsilon 0.15: a leaked copy of the model);
 - **a bad deploy** (``bad_deploy``, 5 hours on day 4): version 2 serves; its classifier was trained on transposed
-  images (a training/serving skew: confidently wrong, about 13 % right at a mean confidence of 0.998 on ordinary
+  images (a training/serving skew: confidently wrong, about 12 % right at a mean confidence of 0.998 on ordinary
   rows) and its new preprocessing fails with HTTP 500 on rows with little ink; then the team rolls back to
   version 1;
 - **covariate drift** (``drift``, from a known hour of day 5 to the end): a new scanner, whose images are one

@@ -179,6 +179,16 @@ def strict_borders(baseline, canary):
     return "promote" if ok else "rollback"
 
 
+def strict_on_accuracy(baseline, canary):
+    """'>' where the accuracy rule says 'at least' (the mutant that survived the 0.7 / 0.68 border)."""
+    def accuracy(side):
+        return side["correct"] / side["labelled"] if side["labelled"] >= 30 else side["estimated_accuracy"]
+
+    ok = (canary["server_errors"] / canary["requests"] <= baseline["server_errors"] / baseline["requests"] + 0.01
+          and canary["p99_ms"] <= 1.25 * baseline["p99_ms"] and accuracy(canary) > accuracy(baseline) - 0.02)
+    return "promote" if ok else "rollback"
+
+
 def both_sides_on_estimates(baseline, canary):
     """The old hint 3: with too few canary labels, the estimate for both sides (the rule is per side)."""
     if canary["labelled"] >= 30:
@@ -211,7 +221,7 @@ def looser_tolerances(baseline, canary):
 
 @pytest.mark.parametrize("wrong", [labels_only, labels_when_any, error_counts, accuracy_only, ignores_latency,
                                    never_reads_labels, without_tolerances, must_beat_baseline, must_beat_on_accuracy,
-                                   strict_borders,
+                                   strict_borders, strict_on_accuracy,
                                    both_sides_on_estimates, more_than_30_labels, looser_tolerances,
                                    lambda b, c: "promote", lambda b, c: "rollback", lambda b, c: True])
 def test_promotion_wrong(wrong):

@@ -182,6 +182,10 @@ _ERROR_BORDERS = ((0, 1000, 8, 800), (10, 1000, 16, 800), (20, 2000, 10, 500), (
 _P99_BORDERS = ((4.0, 5.0), (6.0, 7.5), (8.0, 10.0), (3.2, 4.0), (4.8, 6.0), (6.4, 8.0), (7.2, 9.0), (5.6, 7.0))
 _ACCURACY_BORDERS = ((200, 140, 50, 34), (200, 140, 100, 68), (200, 140, 150, 102), (100, 70, 50, 34),
                      (100, 70, 100, 68), (100, 70, 200, 136))  # baseline 0.7 from labels, canary 0.68
+# In floating point 0.7 - 0.02 is a hair below 0.68, so that case promotes however the rule is written, with '>'
+# too. No decimal pair of accuracies is exact every way round; 0.04 and 0.02 are (0.04 is 2 x 0.02 in binary
+# too): there '>' instead of '>=' rolls back.
+_EXACT_ACCURACY = ((100, 4, 50, 1), (200, 8, 100, 2), (50, 2, 50, 1), (100, 4, 150, 3))
 
 
 def _border_cases(rng):
@@ -189,6 +193,7 @@ def _border_cases(rng):
     be, br, ce, cr = _ERROR_BORDERS[rng.integers(len(_ERROR_BORDERS))]
     bp, cp = _P99_BORDERS[rng.integers(len(_P99_BORDERS))]
     bl, bc, cl, cc = _ACCURACY_BORDERS[rng.integers(len(_ACCURACY_BORDERS))]
+    xl, xc, yl, yc = _EXACT_ACCURACY[rng.integers(len(_EXACT_ACCURACY))]
     estimate = round(bc / bl + rng.normal(0, 0.003), 4)
     baseline = {"requests": br, "server_errors": be, "p99_ms": bp, "labelled": bl, "correct": bc,
                 "estimated_accuracy": estimate}
@@ -207,6 +212,14 @@ def _border_cases(rng):
          f"with {few} labels and an estimate exactly the baseline's labelled accuracy - 0.02"),
         (baseline, {**same, "labelled": few, "correct": few, "estimated_accuracy": 0.6799},
          f"with {few} labels and an estimate just below the baseline's labelled accuracy - 0.02"),
+        ({**baseline, "labelled": xl, "correct": xc, "estimated_accuracy": 0.04},
+         {**same, "labelled": yl, "correct": yc, "estimated_accuracy": 0.02},
+         f"right on {yc} of its {yl} labels (2 %) against a broken baseline right on {xc} of {xl} (4 %): exactly "
+         f"the baseline's - 0.02"),
+        ({**baseline, "labelled": xl, "correct": xc, "estimated_accuracy": 0.04},
+         {**same, "labelled": few, "correct": few, "estimated_accuracy": 0.02},
+         f"with {few} labels and an estimate of 0.02 against a broken baseline right on {xc} of {xl} labels (4 %): "
+         f"exactly the baseline's - 0.02"),
     ]
 
 
