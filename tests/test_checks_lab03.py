@@ -249,6 +249,21 @@ def test_alarm_off_by_ones_fail_on_every_seed(answer, words):
     assert_fails_on_every_seed("03.slo_alarm", answer, words)
 
 
+def test_random_series_hold_no_tie_that_floating_point_breaks_two_ways():
+    """10 slow requests of 100 at objective 0.9: slow / all > 1 - 0.9 says breach, fast / all < 0.9 says not."""
+    assert len(set(lab03._breach_forms(10, 100, 0.9))) > 1
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        objective = float(rng.choice([0.9, 0.95, 0.99]))
+        series = lab03.random_series(rng, 0.1, 30, objective)
+        for before, after in zip(series, series[1:], strict=False):
+            first, last = np.array(before["count"]), np.array(after["count"])
+            new = last - first if (last >= first).all() else last
+            total, fast = int(new[-1]), int(new[list(after["le"]).index(0.1)])
+            if total:
+                assert len(set(lab03._breach_forms(total - fast, total, objective))) == 1, (seed, total, fast)
+
+
 def test_scripted_series_are_exactly_at_the_objective_where_they_say():
     rng = np.random.default_rng(0)
     for objective in lab03.EXACT_OBJECTIVES:
