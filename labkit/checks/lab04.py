@@ -341,7 +341,7 @@ def split(answer, rng):
              ("a router that sends a little too much to the candidate", 12000, weight + 0.015, 0, "near", 0.01),
              ("a router that moved sticky clients", int(rng.integers(500, 1000)), weight, int(rng.integers(1, 4)),
               None, 0.01),
-             ("a split off by a p-value between 0.01 and 0.05", int(rng.integers(1500, 3000)), weight + 0.02, 0,
+             ("a router a little off, judged at alpha 0.05", int(rng.integers(1500, 3000)), weight + 0.02, 0,
               "between", 0.05),
              ("alpha exactly at the p-value", int(rng.integers(300, 800)), weight, 0, None, "at")]
     for kind, n, share, switch, distance, alpha in cases:
