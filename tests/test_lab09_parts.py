@@ -35,6 +35,44 @@ def test_a_week_is_seeded_and_tells_its_incidents(pipeline):
     assert afternoon > 3 * night
 
 
+def test_nothing_is_judged_on_the_rows_it_was_calibrated_on(pipeline):
+    """The test digits split three ways: thresholds and CBPE on the reference rows, the week and tomorrow on
+    rows that no detector, estimator or model has seen."""
+    from labkit import guard
+    from labkit.data import load_digits
+
+    parts = guard.digit_parts()
+    test = load_digits("test")
+    rows = {name: {r.tobytes() for r in part.X} for name, part in parts.items()}
+    assert sum(len(part) for part in parts.values()) == len(test)
+    assert not (rows["reference"] & rows["week"]) and not (rows["reference"] & rows["tomorrow"])
+    assert not (rows["week"] & rows["tomorrow"])
+    for part in parts.values():
+        assert set(np.unique(part.labels)) == set(range(8))
+    week = wk.make_week(3, pipeline)
+    assert {r.tobytes() for r in week.X[week.source == "ordinary"]} <= rows["week"]
+    tomorrow = wk.next_day(4)
+    assert {r.tobytes() for r in tomorrow.X[tomorrow.source == "ordinary"]} <= rows["tomorrow"]
+    labelled = np.isfinite(tomorrow.label_at)
+    assert labelled.any() and (tomorrow.label_at[labelled] >= tomorrow.t[labelled] + 24).all()
+    scores = pipeline.score(parts["reference"].X)
+    assert pipeline.outlier_threshold == np.quantile(scores.outlier_score, 0.99)
+    assert pipeline.adversarial_threshold == np.quantile(scores.adversarial_score, 0.99)
+
+
+def test_the_drift_window_gives_scipys_smallest_per_feature_p_value():
+    from scipy.stats import ks_2samp
+
+    from labkit import guard
+
+    rng = np.random.default_rng(1)
+    reference = rng.random((300, 16)) ** 2
+    for n in (30, 45, 60):
+        for window in (rng.random((n, 16)) ** 2, np.round(rng.random((n, 16)) * 4) / 4, reference[:n] * 0.8):
+            expected = np.nanmin(ks_2samp(reference, window, axis=0).pvalue)
+            assert guard.ks_min_pvalue(np.sort(reference, axis=0), window) == expected
+
+
 def test_rules_become_a_rule_file_that_parses():
     rules = [{"name": "Drift", "metric": "drift_p", "op": "<", "threshold": 0.001, "window": 3, "for": 1},
              {"name": "Errors", "metric": "error_rate", "op": ">", "threshold": 0.02, "window": 1, "for": 0}]
