@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import shap
+from check_seeds import assert_fails_on_every_seed
+from fairlearn.metrics import MetricFrame, false_positive_rate, true_positive_rate
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -30,13 +32,15 @@ def solution(name):
     cell = next(c.source for c in nbformat.read(SOLUTION, as_version=4).cells
                 if c.cell_type == "code" and c.source.startswith(f"def {name}("))
     namespace = {"np": np, "pd": pd, "shap": shap, "make_pipeline": make_pipeline, "StandardScaler": StandardScaler,
-                 "LogisticRegression": LogisticRegression, "GradientBoostingClassifier": GradientBoostingClassifier}
+                 "LogisticRegression": LogisticRegression, "GradientBoostingClassifier": GradientBoostingClassifier,
+                 "MetricFrame": MetricFrame, "true_positive_rate": true_positive_rate,
+                 "false_positive_rate": false_positive_rate}
     exec(cell, namespace)
     return namespace[name]
 
 
-def passes_on_every_seed(name, answer):
-    for seed in SEEDS:
+def passes_on_every_seed(name, answer, seeds=SEEDS):
+    for seed in seeds:
         feedback = check(name, answer, seed=seed)
         assert feedback.status == "passed", (seed, feedback.message)
 
@@ -113,9 +117,9 @@ def ranking_variant(kind):
         model = GradientBoostingClassifier(n_estimators=50, max_depth=2, random_state=0).fit(X_train, y_train)
         values = shap.TreeExplainer(model)(rows).values
         score = {"signed": values.mean(axis=0), "abs-of-mean": np.abs(values.mean(axis=0)),
-                 "impurity": model.feature_importances_, "ascending": -np.abs(values).mean(axis=0),
-                 "first-row": np.abs(values[0])}[kind]
-        return [names[i] for i in np.argsort(-score)]
+                 "impurity": model.feature_importances_, "ascending": np.abs(values).mean(axis=0),
+                 "first-row": np.abs(values[0]), "sum": np.abs(values).sum(axis=0)}[kind]
+        return pd.Series(score, index=names).sort_values(ascending=kind == "ascending")
 
     return rank_features
 
@@ -124,46 +128,108 @@ def test_top_features_solution_passes_on_every_seed():
     passes_on_every_seed("05.top_features", solution("rank_features"))
 
 
-@pytest.mark.parametrize("kind", ["signed", "abs-of-mean", "impurity", "ascending", "first-row"])
+@pytest.mark.parametrize("kind", ["signed", "abs-of-mean", "impurity", "ascending", "first-row", "sum"])
 def test_top_features_mistakes_fail_on_every_seed(kind):
-    fails_on_every_seed("05.top_features", ranking_variant(kind), "place")
+    assert_fails_on_every_seed("05.top_features", ranking_variant(kind), "place|model of the recipe")
 
 
-def test_top_features_needs_every_name_once():
-    fails_on_every_seed("05.top_features", lambda X, y, rows, names: names[:5], "each of the")
+def recipe_variant(**changes):
+    """The recipe with one setting changed: another model, whose ranking is almost the same."""
+    def rank_features(X_train, y_train, rows, names):
+        recipe = {"n_estimators": 50, "max_depth": 2, "random_state": 0, **changes}
+        model = GradientBoostingClassifier(**{k: v for k, v in recipe.items() if v is not None}).fit(X_train, y_train)
+        importance = np.abs(shap.TreeExplainer(model)(rows).values).mean(axis=0)
+        return pd.Series(importance, index=names).sort_values(ascending=False)
+
+    return rank_features
+
+
+@pytest.mark.parametrize("changes", [{"n_estimators": 51}, {"random_state": 1}, {"random_state": None},
+                                     {"max_depth": 3}], ids=["51-trees", "random-state-1", "no-state", "depth-3"])
+def test_top_features_another_model_fails_on_every_seed(changes):
+    assert_fails_on_every_seed("05.top_features", recipe_variant(**changes), "place|model of the recipe")
+
+
+def test_top_features_needs_a_series_of_every_name():
+    fails_on_every_seed("05.top_features", lambda X, y, rows, names: pd.Series(1.0, index=names[:5]), "each of the")
+    fails_on_every_seed("05.top_features", lambda X, y, rows, names: list(names), "pandas Series")
 
 
 # -- exercise 4 ----------------------------------------------------------------------------------------------
 
 
-def rates(y_true, y_pred, groups):
-    frame = pd.DataFrame({"t": y_true, "p": y_pred, "g": groups})
-    by_group = frame.groupby(["g", "t"])["p"].mean().unstack("t")
-    overall = frame.groupby("t")["p"].mean()
-    return by_group[1], by_group[0], overall[1], overall[0]  # TPR, FPR per group; overall TPR, FPR
+def report_variant(kind):
+    """An equalised odds report with one mistake in it, built by hand (pandas) as a student might."""
 
+    def equalised_odds_report(y_true, y_pred, groups):
+        frame = pd.DataFrame({"t": np.asarray(y_true), "p": np.asarray(y_pred), "g": np.asarray(groups)})
+        by = frame.groupby(["g", "t"])["p"].mean().unstack("t")
+        table = pd.DataFrame({"TPR": by[1], "FPR": by[0]})
+        if kind == "fnr":  # the false negative rate where the true positive rate belongs
+            table["TPR"] = 1 - table["TPR"]
+        elif kind == "swapped":  # TPR among the true 0s, FPR among the true 1s
+            table = table.rename(columns={"TPR": "FPR", "FPR": "TPR"})
+        elif kind == "share-of-group":  # predicted 1 and true 1 among all of the group's rows
+            size = frame.groupby("g").size()
+            table["TPR"] = frame[frame.t == 1].groupby("g")["p"].sum() / size
+            table["FPR"] = frame[frame.t == 0].groupby("g")["p"].sum() / size
+        elif kind == "precision":  # true 1 among the predicted 1s
+            table["TPR"] = frame[frame.p == 1].groupby("g")["t"].mean()
+        spread = table.max() - table.min()
+        rate = {"tpr-only": "TPR", "smaller-spread": spread.idxmin()}.get(kind, spread.idxmax())
+        difference = float(spread[rate])
+        if kind == "mean-of-spreads":
+            difference = float(spread.mean())
+        elif kind == "vs-overall":
+            overall = pd.Series({"TPR": frame[frame.t == 1].p.mean(), "FPR": frame[frame.t == 0].p.mean()})
+            difference = float((table - overall).abs().max().max())
+        low, high = table[rate].idxmin(), table[rate].idxmax()
+        if kind == "mixed-groups":  # the lowest TPR and the highest FPR, whichever rate makes the gap
+            low, high = table["TPR"].idxmin(), table["FPR"].idxmax()
+        elif kind == "reversed":
+            low, high = high, low
+        return {"rates": table, "difference": difference, "rate": rate, "groups": (low, high)}
 
-WRONG_EQUALISED_ODDS = {
-    "tpr-only": lambda yt, yp, g: (lambda tpr, fpr, *_: tpr.max() - tpr.min())(*rates(yt, yp, g)),
-    "fpr-only": lambda yt, yp, g: (lambda tpr, fpr, *_: fpr.max() - fpr.min())(*rates(yt, yp, g)),
-    "mean": lambda yt, yp, g: (lambda tpr, fpr, *_: (tpr.max() - tpr.min() + fpr.max() - fpr.min()) / 2)(
-        *rates(yt, yp, g)),
-    "vs-overall": lambda yt, yp, g: (lambda tpr, fpr, t, f: max((tpr - t).abs().max(), (fpr - f).abs().max()))(
-        *rates(yt, yp, g)),
-    "ratio": lambda yt, yp, g: (lambda tpr, fpr, *_: max(1 - tpr.min() / tpr.max(), 1 - fpr.min() / fpr.max()))(
-        *rates(yt, yp, g)),
-    "accuracy-gap": lambda yt, yp, g: (lambda f: (lambda a: a.max() - a.min())(
-        f.assign(ok=f.t == f.p).groupby("g")["ok"].mean()))(pd.DataFrame({"t": yt, "p": yp, "g": g})),
-}
+    return equalised_odds_report
 
 
 def test_equalised_odds_solution_passes_on_every_seed():
-    passes_on_every_seed("05.equalised_odds", solution("equalised_odds_difference"))
+    passes_on_every_seed("05.equalised_odds", solution("equalised_odds_report"))
+    passes_on_every_seed("05.equalised_odds", report_variant("right"), seeds=range(5))  # by hand, no fairlearn
 
 
-@pytest.mark.parametrize("kind", list(WRONG_EQUALISED_ODDS))
+EQUALISED_ODDS_MISTAKES = {
+    "tpr-only": "'difference'|'rate'", "smaller-spread": "'difference'|'rate'", "fnr": "the TPR of group",
+    "swapped": "of group",
+    "share-of-group": "of group", "precision": "the TPR of group", "mean-of-spreads": "'difference'",
+    "vs-overall": "'difference'", "mixed-groups": "'groups'", "reversed": "'groups'",
+}
+
+
+@pytest.mark.parametrize("kind", list(EQUALISED_ODDS_MISTAKES))
 def test_equalised_odds_mistakes_fail_on_every_seed(kind):
-    fails_on_every_seed("05.equalised_odds", WRONG_EQUALISED_ODDS[kind], "fairlearn")
+    assert_fails_on_every_seed("05.equalised_odds", report_variant(kind), EQUALISED_ODDS_MISTAKES[kind])
+
+
+def test_equalised_odds_hidden_audits_are_exact_and_without_ties():
+    """The hidden audits realise their rates exactly, no two groups tie in a rate, the spreads differ, and the
+    other rate's extremes are on other groups than the rate that makes the gap (so mixing is seen)."""
+    from labkit.checks.lab05 import _audit_case, _true_report
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n_groups, dominant = int(rng.integers(2, 5)), str(rng.choice(["TPR", "FPR"]))
+        report = _true_report(*_audit_case(rng, n_groups, dominant))
+        assert report["rate"] == dominant
+        other = "FPR" if dominant == "TPR" else "TPR"
+        spreads = {r: max(v.values()) - min(v.values()) for r, v in report["rates"].items()}
+        assert spreads[dominant] - spreads[other] > 0.01
+        for rate, values in report["rates"].items():
+            ordered = sorted(values.values())
+            assert np.diff(ordered).min() > 0.02, rate
+        lowest = {r: min(v, key=v.get) for r, v in report["rates"].items()}
+        highest = {r: max(v, key=v.get) for r, v in report["rates"].items()}
+        assert lowest[other] != lowest[dominant] and highest[other] != highest[dominant]
 
 
 # -- exercise 3: the check serves the folder (seed-independent coverage: a boosting model and a forest always) ---

@@ -98,8 +98,8 @@ def _linear_truth(X_train, y_train, rows):
 )
 def linear_shap(answer, rng):
     expect_function(answer, "explain_linear", "training rows, their labels and the rows to explain")
-    for _ in range(3):
-        X_train, y_train, rows, _ = _hidden_table(rng, int(rng.integers(180, 360)), int(rng.integers(4, 16)))
+    for n_rows in rng.permutation([1, int(rng.integers(4, 16)), int(rng.integers(4, 16))]):  # one row: the least
+        X_train, y_train, rows, _ = _hidden_table(rng, int(rng.integers(180, 360)), int(n_rows))
         n, d = rows.shape
         call = f"explain_linear(<{len(X_train)} training rows of {d} features>, y_train, <{n} rows>)"
         got = answer(X_train.copy(), y_train.copy(), rows.copy())
@@ -148,34 +148,48 @@ def _tree_ranking(X_train, y_train, rows):
     hints=(
         "A global ranking averages local explanations: one SHAP value per row and feature, then one number per "
         "feature over all the rows. Signs cancel out, so average magnitudes.",
-        "Return feature names, most important first, for the model the exercise describes, explained with the "
-        "exact explainer for trees.",
+        "Return a pandas Series of mean |SHAP| values indexed by feature name, largest first, for the model the "
+        "exercise describes, explained with the exact explainer for trees and no background.",
         "Train GradientBoostingClassifier(n_estimators=50, max_depth=2, random_state=0), explain the rows with "
-        "shap.TreeExplainer(model), average the absolute values over the rows, and sort the names by that, "
-        "largest first.",
+        "shap.TreeExplainer(model), average the absolute values over the rows (axis=0), put them in a "
+        "pd.Series indexed by the names, and sort it with sort_values(ascending=False).",
     ),
 )
 def top_features(answer, rng):
+    import pandas as pd
+
     expect_function(answer, "rank_features", "training rows, their labels, rows to explain and feature names")
-    k = 5
-    for _ in range(3):
+    for case in range(3):
         X_train, y_train, rows, names = _hidden_table(rng, int(rng.integers(200, 400)), int(rng.integers(60, 120)))
+        if case == 0:  # exact copies of the most important feature: tied splits, which random_state breaks
+            top = int(np.argmax(_tree_ranking(X_train, y_train, rows)))
+            copies = int(rng.integers(2, 4))
+            X_train, rows = (np.c_[a, np.repeat(a[:, [top]], copies, axis=1)] for a in (X_train, rows))
+            names = names + [f"{names[top]} (copy {i + 1})" for i in range(copies)]
         call = f"rank_features(<{len(X_train)} rows of {len(names)} features>, y_train, <{len(rows)} rows>, names)"
         got = answer(X_train.copy(), y_train.copy(), rows.copy(), list(names))
-        if isinstance(got, str) or not hasattr(got, "__iter__"):
-            raise Fail(f"{call} returned {safe_repr(got)}; return the list of feature names, most important first.")
-        got = [str(name) for name in got]
-        if sorted(got) != sorted(names):
-            raise Fail(f"{call} should return each of the {len(names)} feature names once (got {len(got)} names, "
-                       f"such as {safe_repr(got[:3])}).")
+        try:
+            series = got if isinstance(got, pd.Series) else pd.Series(dict(got))
+            got_names, got_values = [str(n) for n in series.index], np.asarray(series.to_numpy(), dtype=np.float64)
+        except Exception:  # anything that is no Series of numbers
+            raise Fail(f"{call} returned {safe_repr(got)}; return a pandas Series: each feature's mean |SHAP| "
+                       "value, indexed by its name, largest first.") from None
+        if sorted(got_names) != sorted(names):
+            raise Fail(f"{call} should hold each of the {len(names)} feature names once (got {len(got_names)} "
+                       f"names, such as {safe_repr(got_names[:3])}).")
         importance = dict(zip(names, _tree_ranking(X_train, y_train, rows), strict=True))
         expected = sorted(names, key=importance.get, reverse=True)
-        for place in range(k):  # the top k in order; a swap of two (nearly) tied features is no mistake
-            if abs(importance[got[place]] - importance[expected[place]]) > 1e-9 * max(importance.values()):
+        for place in range(len(names)):  # every place; a swap of two (nearly) tied features is no mistake
+            if abs(importance[got_names[place]] - importance[expected[place]]) > 1e-9 * max(importance.values()):
                 raise Fail(f"{call}: place {place + 1} should hold {expected[place]!r} (mean |SHAP| "
-                           f"{importance[expected[place]]:.3g}), not {got[place]!r} "
-                           f"({importance[got[place]]:.3g}). Rank by the mean of the absolute values.")
-    return f"The top {k} features of 3 hidden models, in the order of their mean |SHAP| on hidden rows."
+                           f"{importance[expected[place]]:.3g}), not {got_names[place]!r} "
+                           f"({importance[got_names[place]]:.3g}). Rank by the mean of the absolute values.")
+        for name, value in zip(got_names, got_values, strict=True):
+            if not math.isclose(value, importance[name], rel_tol=1e-7, abs_tol=1e-12):
+                raise Fail(f"{call}: the mean |SHAP| of {name!r} is {importance[name]:.6g}, not {value:.6g}. Is it "
+                           "the model of the recipe (n_estimators=50, max_depth=2, random_state=0), explained by "
+                           "shap.TreeExplainer(model) with no background?")
+    return "Each feature's mean |SHAP|, in order, for 3 hidden models on hidden rows (one with copied features)."
 
 
 # -- exercise 3: the explainer runtime --------------------------------------------------------------------------
@@ -371,63 +385,143 @@ def _explained_rows(client, name, model, explainer, rows, call):
                    "background.npy; pass it to TreeExplainer (interventional).")
 
 
-# -- exercise 4: the equalised odds difference by hand -----------------------------------------------------------
+# -- exercise 4: where equalised odds breaks -----------------------------------------------------------------
+
+RATES = ("TPR", "FPR")
+GROUP_NAMES = ("north", "south", "east", "west", "urban", "rural", "A", "B", "C", "D")
 
 
-def _fairness_case(rng, dominant: str | None):
-    """Labels, predictions and groups where the TPR gap (``dominant='tpr'``) or the FPR gap dominates."""
-    n_groups = int(rng.integers(2, 5))
-    names = [str(g) for g in rng.choice(["A", "B", "C", "D", "E", "F"], size=n_groups, replace=False)]
-    tpr = rng.uniform(0.4, 0.95, n_groups)
-    fpr = rng.uniform(0.05, 0.45, n_groups)
-    if dominant == "fpr":
-        tpr = tpr[0] + rng.uniform(-0.03, 0.03, n_groups)
-        fpr[:2] = [0.05, 0.45]
-    elif dominant == "tpr":
-        fpr = fpr[0] + rng.uniform(-0.03, 0.03, n_groups)
-        tpr[:2] = [0.35, 0.95]
+def _spread_values(rng, n: int, low: float, spread: float) -> np.ndarray:
+    """``n`` rates from ``low`` to ``low + spread``, interior ones at least 0.05 from each other and the ends."""
+    inner = low + spread * (np.arange(1, n - 1) / (n - 1)) + rng.uniform(-0.02, 0.02, size=n - 2)
+    return np.r_[low, low + spread, inner]
+
+
+def _audit_case(rng, n_groups: int, dominant: str):
+    """Labels, predictions and groups whose rates are exactly the drawn ones (a whole number of predicted 1s in
+    each group and label). ``dominant`` has the larger spread, by 0.04 to 0.15; the other rate's lowest and
+    highest groups are not those of the dominant one, so an answer that takes a group from each rate is seen;
+    the groups' names are drawn so that no order of names matches an order of rates."""
+    names = [str(g) for g in rng.choice(GROUP_NAMES, size=n_groups, replace=False)]
+    spread = float(rng.uniform(0.3, 0.45))
+    other_spread = spread - float(rng.uniform(0.04, 0.15))
+    lows = {"TPR": float(rng.uniform(0.45, 0.5)), "FPR": float(rng.uniform(0.03, 0.08))}
+    values = {dominant: _spread_values(rng, n_groups, lows[dominant], spread)}
+    other = "FPR" if dominant == "TPR" else "TPR"
+    values[other] = _spread_values(rng, n_groups, lows[other], other_spread)
+    # values[rate][k] belongs to group order[rate][k]: the dominant's extremes at random groups, the other's not
+    # on the same groups
+    order = {dominant: rng.permutation(n_groups)}
+    while True:
+        order[other] = rng.permutation(n_groups)
+        if order[other][0] != order[dominant][0] and order[other][1] != order[dominant][1]:
+            break
+    positives = rng.integers(40, 160, size=n_groups)
+    negatives = rng.integers(40, 240, size=n_groups)
+    rates = {rate: np.empty(n_groups) for rate in RATES}
     y_true, y_pred, groups = [], [], []
+    for rate in RATES:
+        rates[rate][order[rate]] = values[rate]
     for g, name in enumerate(names):
-        positives, negatives = int(rng.integers(30, 200)), int(rng.integers(30, 300))
-        truth = np.r_[np.ones(positives), np.zeros(negatives)]
-        predicted = np.r_[rng.random(positives) < tpr[g], rng.random(negatives) < fpr[g]]
-        y_true.append(truth)
-        y_pred.append(predicted)
-        groups += [name] * (positives + negatives)
-    order = rng.permutation(len(groups))
-    return (np.concatenate(y_true).astype(int)[order], np.concatenate(y_pred).astype(int)[order],
-            [groups[i] for i in order])
+        hits = int(round(rates["TPR"][g] * positives[g]))
+        alarms = int(round(rates["FPR"][g] * negatives[g]))
+        y_true.append(np.r_[np.ones(positives[g]), np.zeros(negatives[g])])
+        y_pred.append(np.r_[rng.permutation(np.r_[np.ones(hits), np.zeros(positives[g] - hits)]),
+                            rng.permutation(np.r_[np.ones(alarms), np.zeros(negatives[g] - alarms)])])
+        groups += [name] * int(positives[g] + negatives[g])
+    shuffle = rng.permutation(len(groups))
+    return (np.concatenate(y_true).astype(int)[shuffle], np.concatenate(y_pred).astype(int)[shuffle],
+            [groups[i] for i in shuffle])
+
+
+def _true_report(y_true, y_pred, groups) -> dict:
+    """The per-group rates, the equalised odds difference, the rate that makes it and its (lowest, highest)
+    groups, computed with numpy (no ties: the hidden cases are built without)."""
+    y_true, y_pred, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
+    names = sorted(set(groups.tolist()))
+    table = {rate: {} for rate in RATES}
+    for name in names:
+        mine = groups == name
+        table["TPR"][name] = float(y_pred[mine & (y_true == 1)].mean())
+        table["FPR"][name] = float(y_pred[mine & (y_true == 0)].mean())
+    spreads = {rate: max(v.values()) - min(v.values()) for rate, v in table.items()}
+    rate = max(RATES, key=spreads.get)
+    return {"rates": table, "difference": spreads[rate], "rate": rate,
+            "groups": (min(table[rate], key=table[rate].get), max(table[rate], key=table[rate].get))}
+
+
+def _rates_table(value, names, call: str) -> dict:
+    """``{"TPR": {group: rate}, "FPR": {...}}`` from a DataFrame (one row per group, columns TPR and FPR, as
+    MetricFrame.by_group gives it), its transpose, or a dict of the same; a ``Fail`` otherwise."""
+    import pandas as pd
+
+    try:
+        frame = value if isinstance(value, pd.DataFrame) else pd.DataFrame(value)
+        if not set(RATES) <= {str(c) for c in frame.columns} and set(RATES) <= {str(i) for i in frame.index}:
+            frame = frame.T
+        frame = frame.rename(columns=str, index=str)
+        table = {rate: {name: float(frame.loc[name, rate]) for name in names} for rate in RATES}
+    except Exception:  # any shape at all: say what is expected
+        raise Fail(f"{call}: 'rates' should be a table with one row per group ({sorted(names)}) and the columns "
+                   f"'TPR' and 'FPR', as MetricFrame.by_group gives it; got {safe_repr(value)}.") from None
+    if len(frame.index) != len(names):
+        raise Fail(f"{call}: 'rates' has {len(frame.index)} rows; one per group, {len(names)}.")
+    return table
 
 
 @register(
     "05.equalised_odds",
     points=2,
-    title="The equalised odds difference, by hand",
+    title="Where equalised odds breaks: the rate and the groups",
     hints=(
-        "Equalised odds asks that the true positive rate and the false positive rate be the same in every group; "
-        "the difference measures how far the worst pair of groups is from that.",
-        "Compute both rates per group, take the spread (largest minus smallest) of each over the groups, and "
-        "compare the result with fairlearn.metrics.equalized_odds_difference.",
-        "Per group: TPR = predicted 1 among true 1, FPR = predicted 1 among true 0. Take the largest minus the "
-        "smallest of each over the groups, and return the larger of the two differences.",
+        "Equalised odds asks that the true positive rate and the false positive rate be the same in every group. "
+        "The difference is the larger of the two spreads (largest minus smallest over the groups); the report "
+        "says which rate makes it and between which two groups.",
+        "TPR: predicted 1 among the group's true 1s; FPR: predicted 1 among the group's true 0s (not among all "
+        "its rows, and not the false negative rate). MetricFrame(metrics={'TPR': true_positive_rate, 'FPR': "
+        "false_positive_rate}, ...) gives the table in by_group.",
+        "MetricFrame's difference() gives each rate's spread; the rate is the one with the larger spread, and the "
+        "groups are that rate's idxmin() and idxmax(), in that order: (lowest, highest).",
     ),
 )
 def equalised_odds(answer, rng):
-    from fairlearn.metrics import equalized_odds_difference
-
-    expect_function(answer, "equalised_odds_difference", "true labels, predictions and each row's group")
-    for dominant in ("fpr", "tpr", None, None):
-        y_true, y_pred, groups = _fairness_case(rng, dominant)
-        expected = float(equalized_odds_difference(y_true, y_pred, sensitive_features=groups))
-        call = (f"equalised_odds_difference(<{len(groups)} labels>, <predictions>, <groups "
-                f"{sorted(set(groups))}>)")
+    expect_function(answer, "equalised_odds_report", "true labels, predictions and each row's group")
+    sizes = [*rng.permutation([2, 3, 4]), int(rng.integers(2, 5)), int(rng.integers(3, 5))]
+    dominants = [str(d) for d in rng.permutation(["TPR", "FPR", "TPR", "FPR", str(rng.choice(RATES))])]
+    for n_groups, dominant in zip(sizes, dominants, strict=True):
+        y_true, y_pred, groups = _audit_case(rng, int(n_groups), dominant)
+        names = sorted(set(groups))
+        truth = _true_report(y_true, y_pred, groups)
+        call = f"equalised_odds_report(<{len(groups)} labels>, <predictions>, <groups {names}>)"
         got = answer(y_true.copy(), y_pred.copy(), list(groups))
+        if not isinstance(got, dict) or not {"rates", "difference", "rate", "groups"} <= set(got):
+            raise Fail(f"{call} returned {safe_repr(got)}; return a dict with 'rates', 'difference', 'rate' and "
+                       "'groups'.")
+        table = _rates_table(got["rates"], names, call)
+        for rate in RATES:
+            for name in names:
+                if not math.isclose(table[rate][name], truth["rates"][rate][name], rel_tol=0, abs_tol=1e-9):
+                    raise Fail(f"{call}: the {rate} of group {name!r} is {table[rate][name]:.4f}, not "
+                               f"{truth['rates'][rate][name]:.4f}. TPR is predicted 1 among the group's true 1s, "
+                               "FPR predicted 1 among its true 0s.")
         try:
-            value = float(got)
+            difference = float(got["difference"])
         except (TypeError, ValueError):
-            raise Fail(f"{call} returned {safe_repr(got)}, not a number.") from None
-        if not math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-12):
-            raise Fail(f"{call} returned {value:.4f}; fairlearn's equalized_odds_difference gives {expected:.4f}. "
-                       "It is the larger of two gaps between groups: of true positive rates and of false "
-                       "positive rates.")
-    return "Equal to fairlearn's equalized_odds_difference on 4 hidden audits with 2 to 4 groups."
+            raise Fail(f"{call}: 'difference' should be a number, not {safe_repr(got['difference'])}.") from None
+        if not math.isclose(difference, truth["difference"], rel_tol=0, abs_tol=1e-9):
+            raise Fail(f"{call}: 'difference' is {difference:.4f}; the equalised odds difference is "
+                       f"{truth['difference']:.4f}, the larger of the two spreads (largest minus smallest rate "
+                       "over the groups).")
+        if str(got["rate"]) != truth["rate"]:
+            raise Fail(f"{call}: 'rate' is {safe_repr(got['rate'])}; the larger spread is the "
+                       f"{truth['rate']}'s here. Name the rate that makes the difference, 'TPR' or 'FPR'.")
+        pair = got["groups"]
+        if isinstance(pair, str) or not hasattr(pair, "__len__") or len(pair) != 2:
+            raise Fail(f"{call}: 'groups' should be the pair (lowest, highest), not {safe_repr(pair)}.")
+        if (str(pair[0]), str(pair[1])) != truth["groups"]:
+            low, high = truth["groups"]
+            raise Fail(f"{call}: 'groups' is {safe_repr(tuple(pair))}; the {truth['rate']} is lowest in {low!r} "
+                       f"and highest in {high!r}: give ({low!r}, {high!r}), both of the rate that makes the "
+                       "difference.")
+    return (f"Right rates, difference, rate and groups on {len(sizes)} hidden audits with 2 to 4 groups, where "
+            "either rate made the gap.")
