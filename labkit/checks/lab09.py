@@ -238,8 +238,9 @@ def _promotion_cases(rng):
         "Every guardrail must hold to promote: error rate, p99 latency, and accuracy. A candidate that is more "
         "accurate but fails or is slow is still rolled back.",
         "Decide each side's accuracy on its own: from its labels (correct / labelled) when it has at least 30 "
-        "labelled requests, else its estimated_accuracy. When labels and estimate disagree, the labels win: the "
-        "estimate is only as good as its calibration. At exactly the tolerance a guardrail still holds.",
+        "labelled requests, else its estimated_accuracy. With 30 labels or more the labels decide even when the "
+        "estimate disagrees: an estimate is only as good as its calibration. Exactly at a tolerance, a guardrail "
+        "still holds.",
     ),
 )
 def promotion(answer, rng):
