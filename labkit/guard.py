@@ -12,10 +12,11 @@ Stages, in the order a request meets them:
   reconstruction (Vacanti and Klaise, 2020); above ``adversarial_threshold`` the row is flagged;
 - **model**: the classifier's probabilities, its class and its confidence (the largest probability);
 - **drift** (lab 06): ``DriftWindow`` keeps the last ``size`` rows that no detector flagged and tests them
-  against the reference rows
-  with a two-sample Kolmogorov-Smirnov test per feature and a Bonferroni correction, as alibi-detect's
-  ``KSDrift`` does (scipy's ``ks_2samp``; ``ks_min_pvalue``); the features are the 16 means of the 2x2-pixel blocks of
-  each image (``block_means``), which are continuous where single pixels are mostly 0.
+  against the reference rows with a two-sample Kolmogorov-Smirnov test per feature and a Bonferroni
+  correction, as alibi-detect's ``KSDrift`` does (scipy's ``ks_2samp``, ``ks_min_pvalue``; with scipy's default
+  method, exact at these sample sizes, where ``KSDrift`` asks for the asymptotic one); the features are the 16
+  means of the 2x2-pixel blocks of each image (``block_means``), which are continuous where single pixels are
+  mostly 0.
 
 Rows: the classifier and the autoencoder learn from lab 07's train part; its test part is split three ways
 (``digit_parts``): ``reference`` rows set the thresholds (quantiles of the scores, as in labs 07 and 08) and
