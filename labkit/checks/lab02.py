@@ -1,10 +1,13 @@
 """Checks of lab 02, "Your own runtime"."""
 
+import json
 import math
+import re
 from importlib.metadata import version as installed_version
 
 import httpx
 import numpy as np
+from mlserver.codecs import PandasCodec
 from mlserver.settings import ModelSettings
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -90,10 +93,35 @@ def settings(answer, rng):
 # -- the strict runtime ------------------------------------------------------------------------------
 
 
+def _good_requests(X, max_rows, rng):
+    """(what, protocol, rows, payload) of the good requests, in a random order: the fewest rows (1) and the most
+    (max_rows), DataFrames with their columns shuffled over both protocols, and a plain JSON tensor without a
+    content type, as curl sends it."""
+
+    def rows(n):
+        picked = X.iloc[rng.integers(len(X), size=n)]
+        return picked * rng.normal(1, 0.03, size=picked.shape)
+
+    one, most, shuffled, also_shuffled, plain = rows(1), rows(max_rows), *(rows(int(rng.integers(2, 9))) for _ in "123")
+    requests = [
+        ("1 row", "rest", one, one.to_numpy()),
+        (f"{max_rows} rows, max_rows", "grpc", most, most.to_numpy()),
+        (f"a DataFrame of {len(shuffled)} rows, columns in another order", "rest", shuffled,
+         shuffled[list(rng.permutation(shuffled.columns))]),
+        (f"a DataFrame of {len(also_shuffled)} rows, columns in another order", "grpc", also_shuffled,
+         also_shuffled[list(rng.permutation(also_shuffled.columns))]),
+        (f"a JSON tensor of {len(plain)} rows without a content type", "rest", plain,
+         {"inputs": [{"name": "features", "shape": list(plain.shape), "datatype": "FP64",
+                      "data": plain.to_numpy().ravel().tolist()}]}),
+    ]
+    return [requests[i] for i in rng.permutation(len(requests))]
+
+
 def _bad_requests(frame, max_rows, rng):
-    """(what, protocol, payload) of every kind of request a strict runtime must refuse, in a random order, with
-    random details; ``frame`` holds a few good rows with the model's columns. Every kind is sent on every call,
-    so that a runtime that misses one fails whatever the seed."""
+    """(what, protocol, payload, None or (a pattern the reason must hold, what it stands for)) of every kind of
+    request a strict runtime must refuse, in a random order, with random details; ``frame`` holds a few good rows
+    with the model's columns. Every kind is sent on every call, so that a runtime that misses one fails whatever
+    the seed."""
 
     def tensor(values, shape, datatype="FP64"):
         return {"inputs": [{"name": "features", "shape": shape, "datatype": datatype, "data": values}]}
@@ -102,9 +130,17 @@ def _bad_requests(frame, max_rows, rng):
     n_rows, n_cols = rows.shape
     wrong_cols = int(rng.choice([c for c in range(2, 2 * n_cols) if c != n_cols]))
     with_nan = rows.copy()
-    with_nan[rng.integers(n_rows), rng.integers(n_cols)] = rng.choice([np.nan, np.inf, -np.inf])
-    missing = frame.drop(columns=frame.columns[rng.integers(n_cols)])
-    extra = frame.assign(**{f"extra_{int(rng.integers(100))}": 1.0})
+    # not row 0, and in a column whose number no row has: a reason that names the row is told from one that names
+    # the column, or row 0 whatever the data
+    bad_row = int(rng.integers(1, n_rows))
+    with_nan[bad_row, rng.integers(n_rows + 2, n_cols)] = rng.choice([np.nan, np.inf, -np.inf])
+    dropped, added = str(frame.columns[rng.integers(n_cols)]), f"extra_{int(rng.integers(100))}"
+    missing, extra = frame.drop(columns=dropped), frame.assign(**{added: 1.0})
+    ragged = rows.tolist()
+    ragged[int(rng.integers(n_rows))].pop()
+    short = json.loads(PandasCodec.encode_request(frame).model_dump_json(exclude_none=True))
+    column = short["inputs"][int(rng.integers(n_cols))]
+    column["shape"] = [n_rows + int(rng.integers(1, 9)), 1]
     oversized = int(max_rows + rng.integers(1, 20))
     shapes = [[-1, n_cols], [-n_rows, n_cols], [n_rows, -1], [n_rows, -n_cols]]
     negative = [shapes[i] for i in rng.choice(len(shapes), size=2, replace=False)]
@@ -117,7 +153,9 @@ def _bad_requests(frame, max_rows, rng):
         (f"{wrong_cols} columns instead of {n_cols}", "grpc", rng.normal(size=(n_rows, wrong_cols))),
         # JSON has no NaN or infinity: clients send null (pydantic does), which decodes to NaN
         ("a NaN or infinite value", "rest",
-         tensor([v if np.isfinite(v) else None for v in with_nan.ravel().tolist()], [n_rows, n_cols])),
+         tensor([v if np.isfinite(v) else None for v in with_nan.ravel().tolist()], [n_rows, n_cols]),
+         # counted from 0 or from 1
+         (rf"(?<!\d)({bad_row}|{bad_row + 1})(?!\d)", f"the row (number {bad_row}, or {bad_row + 1} counted from 1)")),
         ("strings instead of numbers", "rest", tensor(["x"] * (n_rows * n_cols), [n_rows, n_cols], "BYTES")),
         ("fractions declared as INT8", "rest", tensor(rows.ravel().tolist(), [n_rows, n_cols], "INT8")),
         ("an empty batch", "rest", tensor([], [0, n_cols])),
@@ -126,8 +164,8 @@ def _bad_requests(frame, max_rows, rng):
          tensor([0.5] * (oversized * n_cols), [oversized, n_cols])),
         ("a one-dimensional tensor", "rest", tensor(rows[0].tolist(), [n_cols])),
         ("a three-dimensional tensor", "grpc", np.stack([rows, rows], axis=-1)),
-        ("a DataFrame with a missing column", "rest", missing),
-        ("a DataFrame with an extra column", "grpc", extra),
+        ("a DataFrame with a missing column", "rest", missing, (re.escape(dropped), f"the column {dropped!r}")),
+        ("a DataFrame with an extra column", "grpc", extra, (re.escape(added), f"the column {added!r}")),
         ("a declared shape larger than the data", "rest", tensor(rows.ravel().tolist(), [n_rows + 7, n_cols])),
         # numpy's reshape takes any negative size as "guess it", so each of these decodes to the rows themselves
         ("a negative size in the shape", "rest", tensor(rows.ravel().tolist(), negative[0])),
@@ -135,8 +173,12 @@ def _bad_requests(frame, max_rows, rng):
         # the codec reshapes np.array(data): nested otherwise than the shape, the values land in other features
         ("data nested as another 2-D shape", "rest", tensor(other_2d, [n_rows, n_cols])),
         ("data nested in 3 dimensions for a 2-D shape", "rest", tensor(three_d, [n_rows, n_cols])),
+        ("rows of different lengths", "rest", tensor(ragged, [n_rows, n_cols])),
+        ("text in an FP64 tensor", "rest", tensor([str(rng.choice(["x", "big", "n/a"]))] * (n_rows * n_cols),
+                                                   [n_rows, n_cols])),
+        (f"a DataFrame whose column {column['name']!r} declares more rows than it holds", "rest", short),
     ]
-    return [candidates[i] for i in rng.permutation(len(candidates))]
+    return [(*c, None) if len(c) == 3 else c for c in (candidates[i] for i in rng.permutation(len(candidates)))]
 
 
 def _read_folder(answer):
@@ -170,7 +212,9 @@ def _read_folder(answer):
         "The check sends every kind of bad request on every call: wrong number of columns, NaN or infinity, "
         "strings, an INT8 declaration, an empty batch, more than max_rows rows, 1-D and 3-D tensors, a "
         "DataFrame with a missing or an extra column, a shape larger than the data, a negative size in the shape, "
-        "and data nested otherwise than the shape (compare numpy.shape(tensor.data.root) with tensor.shape).",
+        "data nested otherwise than the shape (compare numpy.shape(tensor.data.root) with tensor.shape), rows of "
+        "different lengths, text in an FP64 tensor, and a DataFrame column holding fewer values than its shape. "
+        "Good ones include 1 row, max_rows rows, shuffled DataFrame columns and JSON without a content type.",
     ),
     time_limit=30,  # it starts an MLServer, 3 s on a quiet laptop, far more on a busy one
 )
@@ -185,14 +229,11 @@ def runtime(answer, rng):
         try:
             clients = {"rest": Client(server, "rest", timeout=5), "grpc": Client(server, "grpc", timeout=5)}
             _expect_breast_cancer_model(clients["rest"], artefact, X)
-            for i in range(4):
-                protocol = "rest" if i % 2 == 0 else "grpc"
-                picked = X.iloc[rng.integers(len(X), size=int(rng.integers(1, 9)))]
-                rows = picked * rng.normal(1, 0.03, size=picked.shape)
+            for what, protocol, rows, payload in _good_requests(X, max_rows, rng):
                 try:
-                    served = clients[protocol].predict(name, rows.to_numpy())
+                    served = clients[protocol].predict(name, payload)
                 except InferenceServerError as e:
-                    raise Fail(f"A good request of {len(rows)} rows over {protocol} was refused with {e.status}: "
+                    raise Fail(f"A good request ({what}) over {protocol} was refused with {e.status}: "
                                f"{e.reason[:300]}") from None
                 expected = _predict_proba(clients["rest"], artefact, rows.to_numpy())
                 labels = [class_names[k] for k in expected.argmax(axis=1)]
@@ -205,12 +246,15 @@ def runtime(answer, rng):
                                "predict_proba.")
             refusals, wrong = [], []
             bad = _bad_requests(X.iloc[:3], max_rows, rng)
-            for what, protocol, payload in bad:
+            for what, protocol, payload, named in bad:
                 try:
                     _infer_once_more_on_reset(clients, server, protocol, name, payload)
                 except InferenceServerError as e:
                     if e.status != BAD_REQUEST[protocol] or not str(e.reason).strip():
                         wrong.append(f"a request with {what} (over {protocol}) got {e.status}: {e.reason[:200]}")
+                    elif named and not re.search(named[0], e.reason):
+                        wrong.append(f"a request with {what} (over {protocol}) was refused, but the reason does not "
+                                     f"say which: {named[1]}: {e.reason[:200]}")
                     else:
                         refusals.append(e.reason)
                 except httpx.TransportError as e:
