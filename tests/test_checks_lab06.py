@@ -285,7 +285,29 @@ def every_input_drift_is_covariate(x_ref, y_ref, x_new, y_new):
     return "covariate" if verdict == "label" else verdict
 
 
+def every_class_must_drift(x_ref, y_ref, x_new, y_new):  # covariate only when each class drifted within
+    level = 0.01
+    if KSDetector(x_ref, p_val=level).predict(x_new)["data"]["is_drift"]:
+        classes = [c for c in np.unique(y_ref) if np.any(y_new == c)]
+        within = [KSDetector(x_ref[y_ref == c], p_val=level / len(classes)).predict(x_new[y_new == c])
+                  ["data"]["is_drift"] for c in classes]
+        return "covariate" if all(within) else "label"
+    return "concept" if accuracy_fell(x_ref, y_ref, x_new, y_new, level) else "none"
+
+
+def classes_it_lacks(x_ref, y_ref, x_new, y_new):  # tests the classes the new batch does not hold
+    level = 0.01
+    if KSDetector(x_ref, p_val=level).predict(x_new)["data"]["is_drift"]:
+        classes = [c for c in np.unique(y_ref) if np.any(y_new != c)]
+        within = [KSDetector(x_ref[y_ref == c], p_val=level / len(classes)).predict(x_new[y_new == c])
+                  ["data"]["is_drift"] for c in classes]
+        return "covariate" if any(within) else "label"
+    return "concept" if accuracy_fell(x_ref, y_ref, x_new, y_new, level) else "none"
+
+
 @pytest.mark.parametrize("answer, words, seeds", [
+    (every_class_must_drift, "covariate taken for label", SEEDS),
+    (classes_it_lacks, "holds one class only", SEEDS),
     (label_share_for_label_shift, "covariate taken for label", SEEDS),
     (pooled_reference, "label taken for covariate", SEEDS),
     (fixed_accuracy_threshold, "concept taken for none (a small one)", SEEDS),
@@ -295,7 +317,8 @@ def every_input_drift_is_covariate(x_ref, y_ref, x_new, y_new):
     (every_input_drift_is_covariate, "label taken for covariate", SEEDS),
     (lambda *arrays: "none", "classified right", SEEDS),
     (lambda *arrays: "data drift", "return one of", SEEDS),
-], ids=["label share for label shift", "pooled reference", "accuracy below 0.9", "relative drop", "label share for "
+], ids=["every class must drift", "classes it lacks", "label share for label shift",
+        "pooled reference", "accuracy below 0.9", "relative drop", "label share for "
         "concept", "inputs only", "covariate for label", "always none", "not a type"])
 def test_drift_type_mistakes_fail_on_every_seed(answer, words, seeds):
     assert_fails_on_every_seed("06.drift_type", answer, words, seeds=seeds)

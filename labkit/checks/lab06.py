@@ -5,6 +5,7 @@ hundreds of windows without drift and its power on shifted windows, a choice of 
 delay, and the type of drift in hidden scenarios.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -395,14 +396,16 @@ def _small_concept_drift(rng, reference, size):
 
 
 def _hidden_scenarios(rng):
-    """(expected type, reference, batch) for 13 scenarios, each type three times and covariate shift four, in
-    random order.
+    """(expected type, reference, batch) for 14 scenarios in random order: each type three times, covariate shift
+    four times, and a one-class batch that must be classified right (the other 13 allow one miss for chance).
 
     Covariate shift: one recalibrated instrument (label share unchanged) and three referrals that select larger
     tumours (label share moved, each class's inputs too; the two lower cuts move mostly the benign class, so one
-    class that drifted within is enough): a changed label share is no sign of label shift.
-    Concept drift (label share kept exactly): one large change and two small ones that cost the model less than
-    9 points of accuracy: only a test, not a fixed threshold, tells them from chance.
+    class that drifted within is enough): a changed label share is no sign of label shift. One more covariate
+    shift comes in a batch of a single class (a ward that sees one kind of tumour): a test per class must test
+    the class the batch holds, not the one it lacks; its verdict is no matter of chance. Concept drift (label
+    share kept exactly): one large change and two small ones that cost the model less than 9 points of accuracy:
+    only a test, not a fixed threshold, tells them from chance.
     """
     names = drift_scenario("none", size=1).feature_names
     plans = (["none"] * 3 + ["instrument", "referral", "low referral", "low referral"] + ["label"] * 3
@@ -433,6 +436,16 @@ def _hidden_scenarios(rng):
         else:
             batch = drift_scenario("none", size, seed)
         scenarios.append((batch.drift_type, reference, batch))
+    # A ward that sees one kind of tumour, on a recalibrated instrument: drawn after the others, so that they are
+    # the same with or without it.
+    features = [str(f) for f in rng.choice(names, size=int(rng.integers(2, 4)), replace=False)]
+    wide = drift_scenario("instrument", 4 * SCENARIO_ROWS, int(rng.integers(2**31)), features=features,
+                          scale=float(rng.uniform(1.7, 2.2)))
+    kept = np.flatnonzero(wide.y == int(rng.integers(2)))[:SCENARIO_ROWS]
+    one_class = dataclasses.replace(wide, X=wide.X[kept], y=wide.y[kept],
+                                    description=wide.description + " Only one class is seen.")
+    scenarios.insert(int(rng.integers(len(scenarios) + 1)),
+                     (one_class.drift_type, drift_scenario("none", SCENARIO_ROWS, int(rng.integers(2**31))), one_class))
     return scenarios
 
 
@@ -452,7 +465,7 @@ def _hidden_scenarios(rng):
         "rows with its cross-validated accuracy on the reference (performance_drift), at a strict level such as "
         "0.01 for every test.",
     ),
-    time_limit=30,  # 13 calls of the student's code, each fitting models
+    time_limit=30,  # 14 calls of the student's code, each fitting models
 )
 def drift_type(answer, rng):
     expect_function(answer, "drift_type", "x_ref, y_ref, x_new, y_new")
@@ -464,13 +477,15 @@ def drift_type(answer, rng):
 
 def _classify_hidden_scenarios(answer, rng):
     scenarios = _hidden_scenarios(rng)
-    wrong = []
+    wrong, one_class = [], None
     for kind, reference, scenario in scenarios:
         got = call(answer, "drift_type(x_ref, y_ref, x_new, y_new)", reference.X.copy(), reference.y.copy(),
                    scenario.X.copy(), scenario.y.copy())
         if not isinstance(got, str) or got not in DRIFT_TYPES:
             raise Fail(f"drift_type returned {safe_repr(got)}; return one of {', '.join(map(repr, DRIFT_TYPES))}.")
-        if got != kind:
+        if "Only one class is seen." in scenario.description:  # judged after the others, without allowance
+            one_class = None if got == kind else got
+        elif got != kind:
             wrong.append(f"{kind} taken for {got}" + (" (a small one)" if kind == "concept" and
                                                       scenario.params["quantile"] > 0.9 else ""))
     if len(wrong) > 1:
@@ -481,8 +496,13 @@ def _classify_hidden_scenarios(answer, rng):
         if any(w.startswith("concept") for w in wrong):
             why += (" Concept drift here leaves the share of each label unchanged, and some changes are small: "
                     "only a test of the model's accuracy shows them, not a fixed threshold.")
-        raise Fail(f"{len(scenarios) - len(wrong)} of {len(scenarios)} hidden scenarios classified right (at "
+        right = len(scenarios) - len(wrong) - (one_class is not None)
+        raise Fail(f"{right} of {len(scenarios)} hidden scenarios classified right (at "
                    f"least {len(scenarios) - 1} expected). Mistakes: {'; '.join(wrong)}.{why}")
+    if one_class is not None:
+        raise Fail(f"A batch that holds one class only, whose inputs drifted within that class (a recalibrated "
+                   f"instrument), was taken for {one_class}; it is covariate shift. Test each class that the new "
+                   "batch holds against the reference rows of the same class.")
     extra = f" (one miss allowed for chance: {wrong[0]})" if wrong else ""
     return (f"{len(scenarios) - len(wrong)} of {len(scenarios)} hidden scenarios classified right{extra}, among "
             "them referrals that move the label share and small concept drifts.")
