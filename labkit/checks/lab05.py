@@ -456,6 +456,8 @@ def _rates_table(value, names, call: str) -> dict:
     import pandas as pd
 
     try:
+        if not isinstance(value, (pd.DataFrame, dict)) and hasattr(value, "to_dict"):
+            value = value.to_dict()  # a DataFrame in the student's kernel (the grader's bridge) comes as plain data
         frame = value if isinstance(value, pd.DataFrame) else pd.DataFrame(value)
         if not set(RATES) <= {str(c) for c in frame.columns} and set(RATES) <= {str(i) for i in frame.index}:
             frame = frame.T
