@@ -14,7 +14,10 @@ import pytest
 import mutants
 from labkit.checks import evaluate
 
-EXERCISES = [e for e in mutants.exercises() if e.kind == "function"]
+# Judged on latency measured live (a real server under load): the figure, and near the limit the verdict, is the
+# machine's, not the seed's, so neither its mutants nor its determinism can be judged by a verdict.
+MEASURED = {"03.batching_slo"}
+EXERCISES = [e for e in mutants.exercises() if e.kind == "function" and e.name not in MEASURED]
 LISTED = mutants.equivalents()
 
 
@@ -81,12 +84,7 @@ def _verdict(feedback):
     return feedback.status, feedback.points, re.sub(r"\d+(\.\d+)? ?(s|ms)\b", "<time>", feedback.message)
 
 
-# Judged on latency measured live (a real server under load): the figure, and near the limit the verdict, is the
-# machine's, not the seed's.
-MEASURED = {"03.batching_slo"}
-
-
-@pytest.mark.parametrize("exercise", [e for e in EXERCISES if e.name not in MEASURED], ids=lambda e: e.name)
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
 def test_a_check_gives_the_same_verdict_twice_for_one_seed(exercise):
     """The notebook and the grader must agree on a submission: nothing in a check may be drawn afresh per
     call, neither for a right answer nor for a wrong one (here, the first mutants)."""
@@ -107,7 +105,7 @@ def test_a_check_gives_the_same_verdict_twice_for_one_seed(exercise):
 def test_every_listed_equivalent_names_a_check_and_gives_a_reason():
     known = {e.name for e in mutants.exercises()}
     for (name, mutant), reason in LISTED.items():
-        assert name in known, name
+        assert name in known and name not in MEASURED, name
         kind, _, why = reason.partition(": ")
         assert kind in mutants.KINDS, f"{name}: {mutant}: kind must be one of {mutants.KINDS}"
         assert len(why.split()) >= 4, f"{name}: {mutant}: say why it passes"
