@@ -377,9 +377,19 @@ class Verdict:
         return bool(self.passed_seeds)
 
 
+def _passes(name: str, answer, seed: int) -> bool:
+    """The check's verdict on one seed. A mutant may draw from NumPy's global generator (an unseeded KFold): it
+    is seeded too, so that a verdict, and the listed survivors, are the same on every run."""
+    import numpy as np
+
+    from labkit.checks import evaluate
+
+    np.random.seed(seed)
+    return evaluate(name, answer, seed=seed).status == "passed"
+
+
 def judge(exercise: Exercise, names: dict, seeds=SEEDS, limit: int | None = None) -> list[Verdict]:
     """Each mutant of a function-shaped exercise against its check on ``seeds``."""
-    from labkit.checks import evaluate
 
     verdicts = []
     for number, mutant in enumerate(mutants(exercise.source)):
@@ -390,8 +400,7 @@ def judge(exercise: Exercise, names: dict, seeds=SEEDS, limit: int | None = None
         except BaseException:  # the mutant does not even define its answer: killed
             answer = None
         # a survivor is a mutant that passes on any seed: a student could rerun the check until it does
-        passed = [] if answer is None else [
-            seed for seed in seeds if evaluate(exercise.name, answer, seed=seed).status == "passed"]
+        passed = [] if answer is None else [seed for seed in seeds if _passes(exercise.name, answer, seed)]
         verdicts.append(Verdict(exercise.name, mutant.id, passed))
     return verdicts
 
@@ -405,13 +414,12 @@ def judge_runtime(exercise: Exercise, folder_for, seeds=(0,)) -> list[Verdict]:
     One seed by default: each judgement starts an MLServer."""
     import shutil
 
-    from labkit.checks import evaluate
 
     verdicts = []
     for number, mutant in enumerate(mutants(exercise.source)):
         folder = folder_for(mutant.source, Path(f"mutant-{number}"))
         try:
-            passed = [seed for seed in seeds if evaluate(exercise.name, str(folder), seed=seed).status == "passed"]
+            passed = [seed for seed in seeds if _passes(exercise.name, str(folder), seed)]
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         verdicts.append(Verdict(exercise.name, mutant.id, passed))
