@@ -91,8 +91,11 @@ def _held_out_reference(X_ref, fpr):
     for learn, scored in KFold(5, shuffle=True, random_state=0).split(X_ref):
         held_out[scored] = distance(fit(X_ref[learn]), X_ref[scored])
     full = fit(X_ref)
-    return (lambda rows: distance(full, rows)), float(np.quantile(held_out, 1 - fpr)), \
-        float(np.quantile(distance(full, X_ref), 1 - fpr))
+    threshold = float(np.quantile(held_out, 1 - fpr))
+    # NumPy may hand this memory to the answer's next np.empty: leave NaN there, not distances an answer that
+    # never fills its own array could pass with
+    held_out.fill(np.nan)
+    return (lambda rows: distance(full, rows)), threshold, float(np.quantile(distance(full, X_ref), 1 - fpr))
 
 
 def _mahalanobis_at(answer, rng, fpr):
